@@ -1,0 +1,51 @@
+# Entry point. `make run` and `make test` do all set-up on a fresh machine:
+# a venv with the package, and the control-plane binaries built from Go modules
+# (cached under $(MLJOB_CACHE_DIR), keyed by version).
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export MLJOB_CACHE_DIR ?= $(HOME)/.cache/mljob-operator
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+
+.PHONY: setup venv controlplane-bin test test-unit test-e2e lint typecheck run controlplane \
+	generate verify-generated bench clean
+
+setup: venv controlplane-bin
+
+venv: $(STAMP)
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH"; exit 1; }
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+controlplane-bin:
+	@$(PYTHON) hack/controlplane/build.py
+
+lint: venv
+	$(VENV)/bin/ruff check operator tests devtools hack
+	$(VENV)/bin/ruff format --check operator tests devtools hack
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+typecheck: lint
+
+test: setup lint
+	$(PY) -m pytest
+
+test-unit: venv
+	$(PY) -m pytest tests/unit tests/engine
+
+test-e2e: setup
+	$(PY) -m pytest tests/e2e
+
+controlplane: setup
+	$(PY) -m devtools.controlplane
+
+run: setup
+	$(PY) -m devtools.run
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Suite-wide pytest settings shared by every layer of the test pyramid."""
