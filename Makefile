@@ -33,7 +33,8 @@ lint: venv
 typecheck: lint
 
 test: setup lint
-	$(PY) -m pytest
+	@$(PY) -m pytest; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; fi; exit $$rc
 
 test-unit: venv
 	$(PY) -m pytest tests/unit tests/engine

@@ -40,10 +40,15 @@ PR_SET_PDEATHSIG = 1
 
 def _load_build_module() -> object:
     spec = importlib.util.spec_from_file_location("controlplane_build", BUILD_SCRIPT)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
+
+
+KUBERNETES_VERSION: str = _load_build_module().KUBERNETES_VERSION  # type: ignore[attr-defined]
 
 
 def binary_paths() -> dict[str, Path]:
@@ -119,15 +124,15 @@ class ControlPlane:
         self.stop()
 
     def _spawn(self, name: str, argv: Sequence[str]) -> subprocess.Popen[bytes]:
-        log = (self.root / f"{name}.log").open("wb")
-        proc = subprocess.Popen(
-            list(argv),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
-            start_new_session=True,
-        )
+        with (self.root / f"{name}.log").open("wb") as log:
+            proc = subprocess.Popen(
+                list(argv),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 (no threads spawn children here)
+                start_new_session=True,
+            )
         self._procs.append(proc)
         return proc
 
@@ -293,7 +298,9 @@ class ControlPlane:
             check=False,
         )
         if check and result.returncode != 0:
-            raise RuntimeError(f"helm {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
+            raise RuntimeError(
+                f"helm {' '.join(args)} failed ({result.returncode}):\n{result.stderr}"
+            )
         return result
 
     @property

@@ -101,7 +101,8 @@ def install(component: Component, work: Path, packages: dict[str, str], ldflags:
     for binary, package in packages.items():
         started = time.monotonic()
         log(f"building {binary} ({package}); the first build takes minutes")
-        go(["build", "-trimpath", "-ldflags", ldflags, "-o", str(staging / binary), package], cwd=work)
+        target = str(staging / binary)
+        go(["build", "-trimpath", "-ldflags", ldflags, "-o", target, package], cwd=work)
         log(f"built {binary} in {time.monotonic() - started:.0f}s")
     (staging / ".complete").write_text(component.version + "\n")
     if component.bin_dir.exists():
@@ -120,7 +121,7 @@ def build_kubernetes() -> None:
     staging_modules = [
         r["Path"] for r in requires if r["Path"].startswith("k8s.io/") and r["Version"] == "v0.0.0"
     ]
-    log(f"k8s.io/kubernetes {comp.version}: {len(staging_modules)} staging modules -> {staging_version}")
+    log(f"{len(staging_modules)} k8s.io staging modules required at v0.0.0 -> {staging_version}")
     edits = [f"-replace={m}={m}@{staging_version}" for m in staging_modules]
     go_version = upstream.get("Go")
     if isinstance(go_version, str):

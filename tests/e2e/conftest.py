@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -24,7 +25,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def control_plane() -> Iterator[ControlPlane]:
     with ControlPlane() as cp:
+        pids = cp.pids
         yield cp
+    leaked = [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+    assert not leaked, f"control-plane processes left running: {leaked}"
 
 
 @pytest.fixture
