@@ -32,7 +32,7 @@ lint: venv
 
 typecheck: lint
 
-test: setup lint
+test: setup lint verify-generated
 	@$(PY) -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; fi; exit $$rc
 
@@ -41,6 +41,12 @@ test-unit: venv
 
 test-e2e: setup
 	$(PY) -m pytest tests/e2e
+
+generate: venv
+	$(PY) -m mljob_operator.crdgen
+
+verify-generated: venv
+	$(PY) -m mljob_operator.crdgen --check
 
 controlplane: setup
 	$(PY) -m devtools.controlplane
