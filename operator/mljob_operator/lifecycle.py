@@ -1,0 +1,261 @@
+"""The job lifecycle as pure decisions: (spec, status, force annotation, clock) → next action.
+
+Nothing here does I/O or knows Kubernetes. The controller asks `decide()` what to do,
+does it (engine calls, status patches), applies the matching transition function below
+to get the next status, and asks again. Because every housekeeping step is recorded in
+`status.lastClose.steps` before the next one starts, an operator killed at any point
+resumes exactly where it stopped: a step is redone only if it was not recorded, and the
+engine makes each step idempotent (keyed by the close id).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from mljob_operator.api import (
+    FORCE_CLOSE_ANNOTATION,
+    CloseRecord,
+    CloseStep,
+    ConditionType,
+    DesiredState,
+    JobState,
+    MLJobSpec,
+    MLJobStatus,
+    OpenRecord,
+    Reason,
+    parse_duration,
+)
+from mljob_operator.conditions import TRUE, Verdict, close_refused, with_state_conditions
+
+CLOSE_STEPS: tuple[CloseStep, ...] = (
+    CloseStep.FLUSH,
+    CloseStep.FINALIZE_RESULTS,
+    CloseStep.PERSIST_SNAPSHOT,
+    CloseStep.PRUNE_SNAPSHOTS,
+    CloseStep.PRUNE_RESULTS,
+)
+
+
+class Action(StrEnum):
+    NOTHING = "nothing"
+    INITIALIZE_CLOSED = "initializeClosed"
+    """A job created with spec.state closed: it was never open, so it is closed at once."""
+    BEGIN_OPEN = "beginOpen"
+    OPEN = "open"
+    """Open the engine (restore the latest snapshot, replay data after it) → opened."""
+    LOAD = "load"
+    """The status says opened but this process has no engine for it (after a restart)."""
+    BEGIN_CLOSE = "beginClose"
+    RUN_STEP = "runStep"
+    TIME_OUT = "timeOut"
+    FINISH_CLOSE = "finishClose"
+    FORCE_CLOSE = "forceClose"
+    REFUSE_CLOSE = "refuseClose"
+
+
+@dataclass(frozen=True)
+class Observation:
+    spec: MLJobSpec
+    status: MLJobStatus
+    generation: int | None
+    force_close: str | None
+    """The force-close annotation's value (None when absent or empty)."""
+    engine_loaded: bool
+    now: datetime
+    deleting: bool = False
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    step: CloseStep | None = None
+    close_deadline: datetime | None = None
+    """While closing: when `closeTimeout` runs out (None once it has been reported)."""
+
+
+def desired_state(obs: Observation) -> DesiredState:
+    return DesiredState.CLOSED if obs.deleting else obs.spec.state
+
+
+def pending_force(obs: Observation) -> str | None:
+    """The force-close value to act on: set, and not the one already handled."""
+    value = obs.force_close
+    if value and value != obs.status.last_handled_force_close:
+        return value
+    return None
+
+
+def close_deadline(spec: MLJobSpec, close: CloseRecord | None) -> datetime | None:
+    if close is None or close.started_at is None or close.timed_out:
+        return None
+    return close.started_at + parse_duration(spec.close_timeout)
+
+
+def next_step(close: CloseRecord | None) -> CloseStep | None:
+    done = close.steps if close else {}
+    return next((s for s in CLOSE_STEPS if s.value not in done), None)
+
+
+def decide(obs: Observation) -> Decision:
+    status, state = obs.status, obs.status.state
+    want_closed = desired_state(obs) == DesiredState.CLOSED
+    force = pending_force(obs) is not None
+    if state is None:
+        return Decision(Action.INITIALIZE_CLOSED if want_closed else Action.BEGIN_OPEN)
+    if state == JobState.FAILED:
+        if not want_closed:
+            return Decision(Action.NOTHING)
+        if force:
+            return Decision(Action.FORCE_CLOSE)
+        refused = status.condition(ConditionType.CLOSED)
+        if refused is not None and refused.reason == Reason.CLOSE_REFUSED:
+            return Decision(Action.NOTHING)
+        return Decision(Action.REFUSE_CLOSE)
+    if state == JobState.OPENING:
+        return Decision(Action.FORCE_CLOSE if want_closed and force else Action.OPEN)
+    if state == JobState.OPENED:
+        if want_closed:
+            return Decision(Action.FORCE_CLOSE if force else Action.BEGIN_CLOSE)
+        return Decision(Action.NOTHING if obs.engine_loaded else Action.LOAD)
+    if state == JobState.CLOSING:
+        if force:
+            return Decision(Action.FORCE_CLOSE)
+        deadline = close_deadline(obs.spec, status.last_close)
+        if deadline is not None and obs.now >= deadline:
+            return Decision(Action.TIME_OUT)
+        step = next_step(status.last_close)
+        if step is None:
+            return Decision(Action.FINISH_CLOSE)
+        return Decision(Action.RUN_STEP, step=step, close_deadline=deadline)
+    if not want_closed:
+        return Decision(Action.BEGIN_OPEN)
+    return Decision(Action.NOTHING)
+
+
+# Transitions: each returns the next status; none does I/O.
+
+
+def _with(obs: Observation, status: MLJobStatus, detail: Verdict | None = None) -> MLJobStatus:
+    return with_state_conditions(status, desired_state(obs), obs.now, obs.generation, detail)
+
+
+def initialize_closed(obs: Observation) -> MLJobStatus:
+    status = obs.status.model_copy(update={"state": JobState.CLOSED, "closed": True})
+    return _with(obs, status)
+
+
+def begin_open(obs: Observation) -> MLJobStatus:
+    status = obs.status.model_copy(
+        update={
+            "state": JobState.OPENING,
+            "closed": False,
+            "last_open": OpenRecord(started_at=obs.now),
+        }
+    )
+    return _with(obs, status)
+
+
+def opened(obs: Observation, restored_snapshot_id: str | None) -> MLJobStatus:
+    record = (obs.status.last_open or OpenRecord(started_at=obs.now)).model_copy(
+        update={"completed_at": obs.now, "restored_snapshot_id": restored_snapshot_id}
+    )
+    status = obs.status.model_copy(
+        update={"state": JobState.OPENED, "closed": False, "last_open": record}
+    )
+    return _with(obs, status)
+
+
+def begin_close(obs: Observation, close_id: str, trigger: str) -> MLJobStatus:
+    record = CloseRecord(
+        close_id=close_id, trigger=trigger, requested_at=obs.now, started_at=obs.now
+    )
+    status = obs.status.model_copy(update={"state": JobState.CLOSING, "last_close": record})
+    return _with(obs, status)
+
+
+def step_done(
+    obs: Observation, step: CloseStep, results: dict[str, int | str | None]
+) -> MLJobStatus:
+    record = obs.status.last_close or CloseRecord()
+    update: dict[str, object] = {"steps": {**record.steps, step.value: obs.now}}
+    update.update(results)
+    status = obs.status.model_copy(update={"last_close": record.model_copy(update=update)})
+    if step == CloseStep.PERSIST_SNAPSHOT and results.get("snapshot_id"):
+        status = status.model_copy(update={"model_snapshot_id": results["snapshot_id"]})
+    return _with(obs, status, _closing_detail(status))
+
+
+def timed_out(obs: Observation) -> MLJobStatus:
+    record = (obs.status.last_close or CloseRecord()).model_copy(update={"timed_out": True})
+    status = obs.status.model_copy(update={"last_close": record})
+    return _with(obs, status, _closing_detail(status))
+
+
+def _closing_detail(status: MLJobStatus) -> Verdict | None:
+    close = status.last_close
+    if close is None or not close.timed_out:
+        return None
+    return Verdict(TRUE, Reason.TIMED_OUT, timeout_message(close))
+
+
+def timeout_message(close: CloseRecord) -> str:
+    started = f" (started {close.started_at.isoformat()})" if close.started_at else ""
+    return (
+        f"Close housekeeping ran past spec.closeTimeout{started} and goes on. To close at "
+        f"once without it, set the annotation {FORCE_CLOSE_ANNOTATION} to a new value "
+        f"(e.g. the current time)."
+    )
+
+
+def finish_close(obs: Observation) -> MLJobStatus:
+    record = obs.status.last_close or CloseRecord(started_at=obs.now)
+    duration = (obs.now - record.started_at).total_seconds() if record.started_at else None
+    record = record.model_copy(
+        update={"completed_at": obs.now, "duration_seconds": duration, "message": None}
+    )
+    status = obs.status.model_copy(
+        update={"state": JobState.CLOSED, "closed": True, "last_close": record}
+    )
+    return _with(obs, status)
+
+
+def force_closed(obs: Observation, close_id: str, trigger: str) -> MLJobStatus:
+    previous = obs.status.last_close
+    in_progress = obs.status.state == JobState.CLOSING and previous is not None
+    record = (
+        previous.model_copy(update={"forced": True})
+        if in_progress and previous is not None
+        else CloseRecord(
+            close_id=close_id,
+            trigger=trigger,
+            requested_at=obs.now,
+            started_at=obs.now,
+            forced=True,
+        )
+    )
+    duration = (obs.now - record.started_at).total_seconds() if record.started_at else 0.0
+    record = record.model_copy(update={"completed_at": obs.now, "duration_seconds": duration})
+    status = obs.status.model_copy(
+        update={
+            "state": JobState.CLOSED,
+            "closed": True,
+            "last_close": record,
+            "last_handled_force_close": pending_force(obs),
+        }
+    )
+    return _with(obs, status)
+
+
+def failed(obs: Observation, reason: str, message: str) -> MLJobStatus:
+    status = obs.status.model_copy(update={"state": JobState.FAILED, "closed": False})
+    return _with(obs, status, Verdict(TRUE, reason, message))
+
+
+def refuse_close(obs: Observation) -> MLJobStatus:
+    return close_refused(obs.status, obs.now, obs.generation)
+
+
+def close_timeout(spec: MLJobSpec) -> timedelta:
+    return parse_duration(spec.close_timeout)

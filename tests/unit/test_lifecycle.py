@@ -1,0 +1,224 @@
+"""Table tests of the pure lifecycle: every (state, desired, force, engine) → action, and
+the conditions each transition writes. The clock is a fixed datetime."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from mljob_operator import lifecycle
+from mljob_operator.api import (
+    CloseRecord,
+    CloseStep,
+    ConditionStatus,
+    ConditionType,
+    DesiredState,
+    JobState,
+    MLJobSpec,
+    MLJobStatus,
+    Reason,
+)
+from mljob_operator.lifecycle import Action, Observation
+
+NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+SPEC = {"analysisConfig": {"detectors": [{"function": "count"}]}, "closeTimeout": "10m"}
+
+
+def spec(state: str = "opened") -> MLJobSpec:
+    return MLJobSpec.model_validate({**SPEC, "state": state})
+
+
+def obs(
+    state: JobState | None,
+    desired: str = "opened",
+    force: str | None = None,
+    handled: str | None = None,
+    loaded: bool = True,
+    close: CloseRecord | None = None,
+    now: datetime = NOW,
+    deleting: bool = False,
+) -> Observation:
+    status = MLJobStatus(state=state, last_handled_force_close=handled, last_close=close)
+    return Observation(
+        spec=spec(desired),
+        status=status,
+        generation=3,
+        force_close=force,
+        engine_loaded=loaded,
+        now=now,
+        deleting=deleting,
+    )
+
+
+def closing(steps: tuple[CloseStep, ...] = (), timed_out: bool = False) -> CloseRecord:
+    return CloseRecord(
+        close_id="c1",
+        started_at=NOW - timedelta(minutes=1),
+        steps={s.value: NOW for s in steps},
+        timed_out=timed_out,
+    )
+
+
+@pytest.mark.parametrize(
+    ("observation", "action"),
+    [
+        (obs(None), Action.BEGIN_OPEN),
+        (obs(None, "closed"), Action.INITIALIZE_CLOSED),
+        (obs(JobState.OPENING), Action.OPEN),
+        (obs(JobState.OPENING, "closed"), Action.OPEN),
+        (obs(JobState.OPENING, "closed", force="f1"), Action.FORCE_CLOSE),
+        (obs(JobState.OPENED), Action.NOTHING),
+        (obs(JobState.OPENED, loaded=False), Action.LOAD),
+        (obs(JobState.OPENED, force="f1"), Action.NOTHING),
+        (obs(JobState.OPENED, "closed"), Action.BEGIN_CLOSE),
+        (obs(JobState.OPENED, "closed", loaded=False), Action.BEGIN_CLOSE),
+        (obs(JobState.OPENED, "closed", force="f1"), Action.FORCE_CLOSE),
+        (obs(JobState.OPENED, "closed", force="f1", handled="f1"), Action.BEGIN_CLOSE),
+        (obs(JobState.OPENED, deleting=True), Action.BEGIN_CLOSE),
+        (obs(JobState.CLOSING, "closed", close=closing()), Action.RUN_STEP),
+        (obs(JobState.CLOSING, "opened", close=closing()), Action.RUN_STEP),
+        (
+            obs(JobState.CLOSING, "closed", close=closing(lifecycle.CLOSE_STEPS)),
+            Action.FINISH_CLOSE,
+        ),
+        (obs(JobState.CLOSING, "closed", force="x", close=closing()), Action.FORCE_CLOSE),
+        (obs(JobState.CLOSED, "closed"), Action.NOTHING),
+        (obs(JobState.CLOSED, "closed", force="new"), Action.NOTHING),
+        (obs(JobState.CLOSED, "opened"), Action.BEGIN_OPEN),
+        (obs(JobState.FAILED), Action.NOTHING),
+        (obs(JobState.FAILED, "closed"), Action.REFUSE_CLOSE),
+        (obs(JobState.FAILED, "closed", force="f"), Action.FORCE_CLOSE),
+        (obs(JobState.FAILED, "closed", force="f", handled="f"), Action.REFUSE_CLOSE),
+    ],
+)
+def test_decide(observation: Observation, action: Action) -> None:
+    assert lifecycle.decide(observation).action == action
+
+
+def test_steps_run_in_order_and_resume_after_the_last_recorded() -> None:
+    done: tuple[CloseStep, ...] = ()
+    for expected in lifecycle.CLOSE_STEPS:
+        decision = lifecycle.decide(obs(JobState.CLOSING, "closed", close=closing(done)))
+        assert decision.step == expected
+        done = (*done, expected)
+    assert lifecycle.decide(obs(JobState.CLOSING, "closed", close=closing(done))).step is None
+
+
+def test_timeout_is_reported_once_then_housekeeping_goes_on() -> None:
+    late = NOW + timedelta(minutes=10)
+    first = lifecycle.decide(obs(JobState.CLOSING, "closed", close=closing(), now=late))
+    assert first.action == Action.TIME_OUT
+    status = lifecycle.timed_out(obs(JobState.CLOSING, "closed", close=closing(), now=late))
+    cond = status.condition(ConditionType.CLOSING)
+    assert cond is not None
+    assert (cond.status, cond.reason) == (ConditionStatus.TRUE, Reason.TIMED_OUT)
+    assert "ml.mljob.dev/force-close" in cond.message
+    then = lifecycle.decide(
+        obs(JobState.CLOSING, "closed", close=closing(timed_out=True), now=late)
+    )
+    assert then.action == Action.RUN_STEP
+
+
+def test_deadline_is_start_plus_close_timeout() -> None:
+    decision = lifecycle.decide(obs(JobState.CLOSING, "closed", close=closing()))
+    assert decision.close_deadline == NOW - timedelta(minutes=1) + timedelta(minutes=10)
+
+
+def _conds(status: MLJobStatus) -> dict[str, tuple[str, str]]:
+    return {c.type: (c.status.value, c.reason) for c in status.conditions}
+
+
+def test_full_close_writes_consistent_conditions() -> None:
+    o = obs(JobState.OPENED, "closed")
+    status = lifecycle.begin_close(o, "c1", "spec")
+    assert status.state == JobState.CLOSING
+    assert _conds(status)["Closing"] == ("True", "Closing")
+    assert _conds(status)["Ready"] == ("False", "Closing")
+    for step in lifecycle.CLOSE_STEPS:
+        o = Observation(o.spec, status, 3, None, True, NOW)
+        extra: dict[str, int | str | None] = (
+            {"snapshot_id": "snap-1"} if step == CloseStep.PERSIST_SNAPSHOT else {}
+        )
+        status = lifecycle.step_done(o, step, extra)
+    assert status.model_snapshot_id == "snap-1"
+    o = Observation(o.spec, status, 3, None, True, NOW + timedelta(seconds=5))
+    status = lifecycle.finish_close(o)
+    assert status.closed is True
+    assert status.state == JobState.CLOSED
+    conds = _conds(status)
+    assert conds["Closed"] == ("True", "Closed")
+    assert conds["Ready"] == ("True", "Closed")
+    assert conds["Opened"][0] == "False"
+    assert conds["Closing"][0] == "False"
+    assert conds["Failed"] == ("False", "NotFailed")
+    assert status.last_close is not None
+    assert status.last_close.duration_seconds == 5.0
+    assert set(status.last_close.steps) == {s.value for s in lifecycle.CLOSE_STEPS}
+    assert all(c.observed_generation == 3 for c in status.conditions)
+
+
+def test_force_close_records_the_handled_value() -> None:
+    o = obs(JobState.OPENED, "closed", force="2026-11-29T12:00")
+    status = lifecycle.force_closed(o, "c9", "spec")
+    assert status.last_handled_force_close == "2026-11-29T12:00"
+    assert status.last_close is not None
+    assert status.last_close.forced
+    cond = status.condition(ConditionType.CLOSED)
+    assert cond is not None
+    assert cond.reason == Reason.FORCE_CLOSED
+    assert "recent results may be missing" in cond.message
+    o2 = Observation(o.spec, status, 3, "2026-11-29T12:00", False, NOW)
+    assert lifecycle.decide(o2).action == Action.NOTHING
+
+
+def test_failed_then_refused_then_forced() -> None:
+    o = obs(JobState.OPENED, "closed")
+    failed = lifecycle.failed(o, Reason.ENGINE_ERROR, "disk full")
+    assert _conds(failed)["Failed"] == ("True", "EngineError")
+    assert _conds(failed)["Ready"] == ("False", "EngineError")
+    o = Observation(o.spec, failed, 3, None, False, NOW)
+    assert lifecycle.decide(o).action == Action.REFUSE_CLOSE
+    refused = lifecycle.refuse_close(o)
+    closed = refused.condition(ConditionType.CLOSED)
+    assert closed is not None
+    assert closed.reason == Reason.CLOSE_REFUSED
+    assert "disk full" in closed.message
+    assert "ml.mljob.dev/force-close" in closed.message
+    o = Observation(o.spec, refused, 3, None, False, NOW)
+    assert lifecycle.decide(o).action == Action.NOTHING
+    o = Observation(o.spec, refused, 3, "now", False, NOW)
+    assert lifecycle.decide(o).action == Action.FORCE_CLOSE
+
+
+def test_transition_time_moves_only_on_status_flip() -> None:
+    o = obs(JobState.OPENED, "closed")
+    status = lifecycle.begin_close(o, "c1", "spec")
+    later = Observation(o.spec, status, 3, None, True, NOW + timedelta(minutes=2))
+    status2 = lifecycle.step_done(later, CloseStep.FLUSH, {"records_flushed": 4})
+    before = status.condition(ConditionType.CLOSING)
+    after = status2.condition(ConditionType.CLOSING)
+    assert before is not None
+    assert after is not None
+    assert before.last_transition_time == after.last_transition_time == NOW
+    assert status2.last_close is not None
+    assert status2.last_close.records_flushed == 4
+
+
+def test_reopen_after_close_goes_through_opening() -> None:
+    o = obs(JobState.CLOSED, "opened")
+    status = lifecycle.begin_open(o)
+    assert status.state == JobState.OPENING
+    assert status.closed is False
+    o = Observation(o.spec, status, 3, None, False, NOW)
+    assert lifecycle.decide(o).action == Action.OPEN
+    status = lifecycle.opened(o, "snap-1")
+    assert status.last_open is not None
+    assert status.last_open.restored_snapshot_id == "snap-1"
+    assert _conds(status)["Ready"] == ("True", "Opened")
+    assert _conds(status)["Opened"] == ("True", "Opened")
+
+
+def test_desired_state_from_spec_or_deletion() -> None:
+    assert lifecycle.desired_state(obs(JobState.OPENED)) == DesiredState.OPENED
+    assert lifecycle.desired_state(obs(JobState.OPENED, deleting=True)) == DesiredState.CLOSED
