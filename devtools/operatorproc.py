@@ -1,0 +1,132 @@
+"""Run the real operator (`kopf run -m mljob_operator`) as a subprocess against a control plane.
+
+It authenticates as the ServiceAccount the manifests bind to the least-privilege
+ClusterRole (a client certificate whose CN is that ServiceAccount's user name), so every
+end-to-end test also proves the operator's RBAC is enough. Tests can SIGKILL it and start
+it again on the same data directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from devtools.controlplane import REPO_ROOT, ControlPlane, free_port
+
+OPERATOR_USER = "system:serviceaccount:mljob-system:mljob-operator"
+OPERATOR_GROUPS = ("system:serviceaccounts", "system:serviceaccounts:mljob-system")
+INSTALL_FILES = ("manifests/crd", "manifests/rbac/operator.yaml")
+
+
+def install_crd_and_rbac(cp: ControlPlane) -> None:
+    """The CRD and the operator's own RBAC from manifests/, applied server-side."""
+    cp.kubectl("apply", "-f", str(REPO_ROOT / "manifests" / "namespace.yaml"))
+    cp.kubectl(
+        "apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "manifests/crd")
+    )
+    cp.kubectl("apply", "-f", str(REPO_ROOT / "manifests/rbac/operator.yaml"))
+    cp.kubectl("wait", "--for=condition=Established", "crd/mljobs.ml.mljob.dev", "--timeout=30s")
+
+
+class OperatorProcess:
+    def __init__(self, cp: ControlPlane, data_dir: Path, log_path: Path) -> None:
+        self.cp = cp
+        self.data_dir = data_dir
+        self.log_path = log_path
+        self.port = free_port()
+        self.kubeconfig = cp.kubeconfig_for(OPERATOR_USER, OPERATOR_GROUPS, name="operator")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, **env: str) -> OperatorProcess:
+        full_env = {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            "MLJOB_DATA_DIR": str(self.data_dir),
+            "MLJOB_HTTP_ADDR": f"127.0.0.1:{self.port}",
+            "MLJOB_STATUS_INTERVAL": "0.5",
+            "PYTHONUNBUFFERED": "1",
+            **env,
+        }
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "kopf",
+                    "run",
+                    "-m",
+                    "mljob_operator",
+                    "--all-namespaces",
+                    "--standalone",
+                ],
+                cwd=REPO_ROOT,
+                env=full_env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        self.wait_http()
+        return self
+
+    def wait_http(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"operator exited {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/healthz", timeout=2) as resp:
+                    if resp.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.1)
+        raise TimeoutError(f"operator HTTP not up after {timeout}s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 60) -> str:
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def wait_exit(self, timeout: float = 60.0) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout=timeout)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def request(
+        self, method: str, path: str, body: bytes | None = None, token: str | None = None
+    ) -> tuple[int, Any]:
+        req = urllib.request.Request(f"{self.url}{path}", data=body, method=method)
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
+        if body is not None:
+            req.add_header("Content-Type", "application/x-ndjson")
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return resp.status, json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read() or b"null")

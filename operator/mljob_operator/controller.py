@@ -1,0 +1,335 @@
+"""One MLJob's reconcile loop: observe → lifecycle.decide → act → write status → repeat.
+
+The operator is the only writer of `status`, so the controller keeps the status it last
+wrote as the truth and reads the live body only for spec, annotations and deletion; it
+never acts twice on a status the watch has not delivered yet. Status is replaced whole
+(JSON patch `add /status`), so no stale key of an earlier close survives a merge.
+Engine failures are retried with backoff a bounded number of times, then the job fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from mljob_operator import lifecycle
+from mljob_operator.api import (
+    FORCE_CLOSE_ANNOTATION,
+    CloseStep,
+    ConditionType,
+    DataCounts,
+    JobState,
+    MLJobSpec,
+    MLJobStatus,
+    ModelSizeStats,
+    Reason,
+)
+from mljob_operator.faults import FaultInjector
+from mljob_operator.kube import JobGone, KubeClient, KubeError
+from mljob_operator.lifecycle import Action, Decision, Observation
+from mljob_operator.runtime import InvalidSpecError, JobRuntime
+from mljob_operator.settings import OperatorSettings
+
+log = logging.getLogger(__name__)
+
+ENGINE_RETRIES = 3
+IDLE_POLL_S = 0.2
+BACKOFF_S = (0.5, 2.0, 5.0)
+NORMAL, WARNING = "Normal", "Warning"
+
+EventSink = Callable[[str, str, str], None]
+"""(type, reason, message) → posts a Kubernetes Event about this job."""
+
+
+def utcnow() -> datetime:
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+class BodyView(Protocol):
+    def __call__(self) -> Mapping[str, Any]: ...
+
+
+def job_id(namespace: str, name: str) -> str:
+    return f"{namespace}/{name}"
+
+
+class JobController:
+    def __init__(
+        self,
+        namespace: str,
+        name: str,
+        runtime: JobRuntime,
+        kube: KubeClient,
+        settings: OperatorSettings,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.namespace, self.name = namespace, name
+        self.id = job_id(namespace, name)
+        self.runtime, self.kube, self.settings, self.clock = runtime, kube, settings, clock
+        self.faults = FaultInjector(settings.fault_kill_at)
+        self.status: MLJobStatus | None = None
+        self.wake = asyncio.Event()
+        self.lock = asyncio.Lock()
+        self._stats_published: tuple[dict[str, Any], dict[str, Any]] | None = None
+        self._stats_at = 0.0
+        self._failures = 0
+
+    # -- observation ---------------------------------------------------------------
+
+    def observe(self, body: Mapping[str, Any], deleting: bool = False) -> Observation:
+        if self.status is None:
+            self.status = MLJobStatus.model_validate(body.get("status") or {})
+        meta = body.get("metadata", {})
+        annotations = meta.get("annotations") or {}
+        return Observation(
+            spec=MLJobSpec.model_validate(body.get("spec") or {}),
+            status=self.status,
+            generation=meta.get("generation"),
+            force_close=annotations.get(FORCE_CLOSE_ANNOTATION) or None,
+            engine_loaded=self.runtime.is_loaded(self.id),
+            now=self.clock(),
+            deleting=deleting or bool(meta.get("deletionTimestamp")),
+        )
+
+    # -- loops ---------------------------------------------------------------------
+
+    async def run(self, body: BodyView, stopped: Callable[[], bool], emit: EventSink) -> None:
+        """The daemon loop: until stopped, act whenever the lifecycle says so."""
+        while not stopped():
+            try:
+                acted = await self.step(body(), emit)
+            except JobGone:
+                return
+            except KubeError as err:
+                log.warning("%s: Kubernetes API error, will retry: %s", self.id, err)
+                await self._sleep_or_wake(BACKOFF_S[-1])
+                continue
+            if not acted:
+                await self.publish_stats(emit)
+                await self._idle(body, stopped)
+
+    async def close_for_deletion(self, body: BodyView, emit: EventSink) -> None:
+        """Close the job (honouring force) before its data is removed; a failed job
+        cannot be housekept, so deletion closes it forcibly."""
+        while True:
+            obs = self.observe(body(), deleting=True)
+            if obs.status.state in (JobState.CLOSED, None):
+                return
+            if obs.status.state == JobState.FAILED:
+                async with self.lock:
+                    await self._write(lifecycle.force_closed(obs, self._new_id(), "deletion"))
+                return
+            if not await self.step(body(), emit, deleting=True):
+                return
+
+    async def _sleep_or_wake(self, seconds: float) -> bool:
+        """Sleep up to `seconds`; True when woken by `wake` (data arrived)."""
+        woken = False
+        with contextlib.suppress(TimeoutError):
+            woken = await asyncio.wait_for(self.wake.wait(), timeout=seconds)
+        self.wake.clear()
+        return woken
+
+    async def _idle(self, body: BodyView, stopped: Callable[[], bool]) -> None:
+        """Wait until the object changes (kopf keeps `body` live), data arrives (`wake`),
+        stats are due, or the daemon is stopped; polls the in-memory body only."""
+        version = body().get("metadata", {}).get("resourceVersion")
+        deadline = asyncio.get_running_loop().time() + self.settings.status_interval_s
+        while not stopped() and asyncio.get_running_loop().time() < deadline:
+            if body().get("metadata", {}).get("resourceVersion") != version:
+                return
+            if await self._sleep_or_wake(IDLE_POLL_S):
+                return
+
+    async def step(self, body: Mapping[str, Any], emit: EventSink, deleting: bool = False) -> bool:
+        """Decide and do one action; False when there was nothing to do."""
+        async with self.lock:
+            obs = self.observe(body, deleting)
+            decision = lifecycle.decide(obs)
+            if decision.action == Action.NOTHING:
+                return False
+            try:
+                await self._execute(obs, decision, emit)
+                self._failures = 0
+            except InvalidSpecError as err:
+                await self._fail(obs, Reason.INVALID_SPEC, f"Invalid spec: {err}", emit)
+            except (KubeError, asyncio.CancelledError):
+                raise
+            except Exception as err:
+                await self._engine_failure(obs, decision, err, emit)
+            return True
+
+    async def _engine_failure(
+        self, obs: Observation, decision: Decision, err: Exception, emit: EventSink
+    ) -> None:
+        self._failures += 1
+        log.exception("%s: %s failed (attempt %d)", self.id, decision.action, self._failures)
+        if self._failures <= ENGINE_RETRIES:
+            await asyncio.sleep(BACKOFF_S[min(self._failures, len(BACKOFF_S)) - 1])
+            return
+        reason = (
+            Reason.SNAPSHOT_RESTORE_FAILED
+            if decision.action in (Action.OPEN, Action.LOAD)
+            else Reason.ENGINE_ERROR
+        )
+        await self._fail(obs, reason, f"{decision.action} failed: {err}", emit)
+
+    async def _fail(self, obs: Observation, reason: str, message: str, emit: EventSink) -> None:
+        self._failures = 0
+        await self.runtime.release(self.id)
+        await self._write(lifecycle.failed(obs, reason, message))
+        emit(WARNING, reason, message)
+
+    # -- actions -------------------------------------------------------------------
+
+    def _new_id(self) -> str:
+        return f"{self.clock():%Y%m%dt%H%M%S}-{uuid.uuid4().hex[:6]}"
+
+    async def _execute(self, obs: Observation, decision: Decision, emit: EventSink) -> None:
+        action = decision.action
+        trigger = "deletion" if obs.deleting else "spec"
+        if action == Action.INITIALIZE_CLOSED:
+            await self._write(lifecycle.initialize_closed(obs))
+        elif action == Action.BEGIN_OPEN:
+            await self._write(lifecycle.begin_open(obs))
+            emit(NORMAL, Reason.OPENING, "Opening: restoring the model from its latest snapshot.")
+        elif action == Action.OPEN:
+            restored = await self.runtime.load(self.id, obs.spec, accepting=True)
+            await self._write(self._with_stats(lifecycle.opened(self._now(obs), restored)))
+            detail = f"model restored from snapshot {restored}" if restored else "new model"
+            emit(NORMAL, Reason.OPENED, f"Opened ({detail}); the job takes data.")
+        elif action == Action.LOAD:
+            await self.runtime.load(self.id, obs.spec, accepting=True)
+        elif action == Action.BEGIN_CLOSE:
+            close_id = self._new_id()
+            await self.runtime.load(self.id, obs.spec, accepting=False)
+            self.faults.checkpoint("before:beginClose")
+            await self.runtime.stop_intake(self.id, close_id)
+            self.faults.checkpoint("after:beginClose")
+            await self._write(lifecycle.begin_close(obs, close_id, trigger))
+            self.faults.checkpoint("recorded:beginClose")
+            emit(NORMAL, Reason.CLOSING, f"Closing ({close_id}): housekeeping started.")
+        elif action == Action.RUN_STEP:
+            assert decision.step is not None
+            await self._run_step(obs, decision.step, decision, emit)
+        elif action == Action.TIME_OUT:
+            await self._time_out(obs, emit)
+        elif action == Action.FINISH_CLOSE:
+            stats = self.runtime.stats(self.id)
+            await self.runtime.release(self.id)
+            status = self._with_stats(lifecycle.finish_close(obs), stats)
+            await self._write(status)
+            close = status.last_close
+            assert close is not None
+            emit(
+                NORMAL,
+                Reason.CLOSED,
+                f"Closed in {close.duration_seconds or 0:.1f}s: flushed "
+                f"{close.records_flushed or 0} records, finalised {close.buckets_finalized or 0} "
+                f"buckets, snapshot {close.snapshot_id}, pruned {close.snapshots_pruned or 0} "
+                f"snapshots.",
+            )
+        elif action == Action.FORCE_CLOSE:
+            stats = self.runtime.stats(self.id)
+            await self.runtime.release(self.id)
+            status = self._with_stats(lifecycle.force_closed(obs, self._new_id(), trigger), stats)
+            await self._write(status)
+            emit(
+                WARNING,
+                Reason.FORCE_CLOSED,
+                f"Force-closed ({FORCE_CLOSE_ANNOTATION}={status.last_handled_force_close}) "
+                "without flushing or persisting a snapshot; recent results may be missing.",
+            )
+        elif action == Action.REFUSE_CLOSE:
+            status = lifecycle.refuse_close(obs)
+            await self._write(status)
+            emit(WARNING, Reason.CLOSE_REFUSED, _closed_message(status))
+
+    def _now(self, obs: Observation) -> Observation:
+        assert self.status is not None
+        return Observation(
+            obs.spec,
+            self.status,
+            obs.generation,
+            obs.force_close,
+            obs.engine_loaded,
+            self.clock(),
+            obs.deleting,
+        )
+
+    async def _run_step(
+        self, obs: Observation, step: CloseStep, decision: Decision, emit: EventSink
+    ) -> None:
+        close = obs.status.last_close
+        assert close is not None
+        assert close.close_id is not None
+        if not self.runtime.is_loaded(self.id):
+            await self.runtime.load(self.id, obs.spec, accepting=False)
+            await self.runtime.stop_intake(self.id, close.close_id)
+        if self.settings.step_delay_s:
+            await asyncio.sleep(self.settings.step_delay_s)
+        self.faults.checkpoint(f"before:{step.value}")
+        task = asyncio.ensure_future(self.runtime.run_step(self.id, close.close_id, step))
+        if decision.close_deadline is not None:
+            remaining = (decision.close_deadline - self.clock()).total_seconds()
+            done, _ = await asyncio.wait({task}, timeout=max(remaining, 0.0))
+            if not done:
+                await self._time_out(self._now(obs), emit)
+        results = await task
+        self.faults.checkpoint(f"after:{step.value}")
+        status = lifecycle.step_done(self._now(obs), step, results)
+        await self._write(self._with_stats(status))
+        self.faults.checkpoint(f"recorded:{step.value}")
+
+    async def _time_out(self, obs: Observation, emit: EventSink) -> None:
+        status = lifecycle.timed_out(obs)
+        await self._write(status)
+        assert status.last_close is not None
+        emit(WARNING, Reason.TIMED_OUT, lifecycle.timeout_message(status.last_close))
+
+    # -- status ----------------------------------------------------------------------
+
+    def _with_stats(
+        self,
+        status: MLJobStatus,
+        stats: tuple[dict[str, Any], dict[str, Any]] | None = None,
+    ) -> MLJobStatus:
+        stats = stats or self.runtime.stats(self.id)
+        if stats is None:
+            return status
+        counts, sizes = stats
+        return status.model_copy(
+            update={
+                "data_counts": DataCounts.model_validate(counts),
+                "model_size_stats": ModelSizeStats.model_validate(sizes),
+            }
+        )
+
+    async def publish_stats(self, emit: EventSink) -> None:
+        """Rate-limited upkeep of dataCounts/modelSizeStats while a job takes data."""
+        stats = self.runtime.stats(self.id)
+        loop = asyncio.get_running_loop()
+        if stats is None or stats == self._stats_published:
+            return
+        if loop.time() - self._stats_at < self.settings.status_interval_s:
+            return
+        async with self.lock:
+            if self.status is not None:
+                await self._write(self._with_stats(self.status, stats))
+
+    async def _write(self, status: MLJobStatus) -> None:
+        await self.kube.replace_status(self.namespace, self.name, status.to_json_dict())
+        self.status = status
+        self._stats_published = self.runtime.stats(self.id)
+        self._stats_at = asyncio.get_running_loop().time()
+
+
+def _closed_message(status: MLJobStatus) -> str:
+    cond = status.condition(ConditionType.CLOSED)
+    return cond.message if cond else "Close refused."

@@ -1,0 +1,121 @@
+"""kopf glue: settings at startup, one daemon per MLJob, the finalizer, the data API.
+
+Handlers only parse, delegate and report; decisions live in `lifecycle`, actions in
+`controller`, engine access in `runtime`. kopf's own bookkeeping (finalizer, progress and
+diff-base annotations) is moved under our API group instead of kopf's default domain.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+from aiohttp import web
+
+from mljob_operator.api import FINALIZER, GROUP, PLURAL, VERSION
+from mljob_operator.controller import EventSink, JobController, job_id
+from mljob_operator.http.server import DataApi, start_server
+from mljob_operator.kube import KubeClient
+from mljob_operator.runtime import JobRuntime
+from mljob_operator.settings import OperatorSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Registry:
+    """Every MLJob this process reconciles, by job id."""
+
+    runtime: JobRuntime
+    kube: KubeClient
+    settings: OperatorSettings
+    controllers: dict[str, JobController] = field(default_factory=dict)
+    http: web.AppRunner | None = None
+
+    def controller(self, namespace: str, name: str) -> JobController:
+        key = job_id(namespace, name)
+        if key not in self.controllers:
+            self.controllers[key] = JobController(
+                namespace, name, self.runtime, self.kube, self.settings
+            )
+        return self.controllers[key]
+
+    def exists(self, namespace: str, name: str) -> bool:
+        return job_id(namespace, name) in self.controllers
+
+    def wake(self, key: str) -> None:
+        controller = self.controllers.get(key)
+        if controller is not None:
+            controller.wake.set()
+
+
+def _emitter(body: kopf.Body) -> EventSink:
+    def emit(type_: str, reason: str, message: str) -> None:
+        kopf.event(body, type=type_, reason=reason, message=message[:1024])
+
+    return emit
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING
+    settings.networking.error_backoffs = [1, 2, 5, 10]
+    settings.watching.server_timeout = 300
+    settings.background.cancellation_polling = 1
+    op = OperatorSettings.from_env()
+    registry = Registry(runtime=JobRuntime(op.data_dir), kube=KubeClient(), settings=op)
+    api = DataApi(registry.runtime, registry.exists, registry.wake)
+    registry.http = await start_server(api.app(), op.http_host, op.http_port)
+    memo["registry"] = registry
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    registry: Registry | None = memo.get("registry")
+    if registry is None:
+        return
+    if registry.http is not None:
+        await registry.http.cleanup()
+    for key in list(registry.controllers):
+        await registry.runtime.release(key)
+    registry.runtime.close()
+    registry.kube.close()
+
+
+@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=None)
+async def reconcile(
+    body: kopf.Body,
+    namespace: str | None,
+    name: str,
+    stopped: kopf.DaemonStopped,
+    memo: Any,
+    **_: Any,
+) -> None:
+    registry: Registry = memo["registry"]
+    controller = registry.controller(namespace or "", name)
+
+    def live_body() -> Mapping[str, Any]:
+        return body
+
+    await controller.run(live_body, lambda: bool(stopped), _emitter(body))
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL)
+async def delete(body: kopf.Body, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    registry: Registry = memo["registry"]
+    controller = registry.controller(namespace or "", name)
+
+    def live_body() -> Mapping[str, Any]:
+        return body
+
+    await controller.close_for_deletion(live_body, _emitter(body))
+    await registry.runtime.delete_data(controller.id)
+    registry.controllers.pop(controller.id, None)

@@ -1,0 +1,131 @@
+"""The one place that talks to the Kubernetes API outside kopf's own machinery.
+
+kopf watches and dispatches; status, spec and annotation patches made from long-running
+daemons and from the HTTP API go through here. Errors are translated in one place: a 404
+becomes `JobGone`, a 409 conflict is retried, everything else is raised as `KubeError`
+with the apiserver's message. The synchronous `kubernetes` client runs in threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+import kubernetes
+
+GROUP = "ml.mljob.dev"
+VERSION = "v1alpha1"
+PLURAL = "mljobs"
+CONFLICT_RETRIES = 5
+
+T = TypeVar("T")
+
+
+class KubeError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.message = message
+
+
+class JobGone(KubeError):
+    """The MLJob no longer exists."""
+
+
+def _translate(err: kubernetes.client.ApiException) -> KubeError:
+    message = err.reason or ""
+    with contextlib.suppress(ValueError):
+        message = json.loads(err.body or "{}").get("message", message)
+    status = int(err.status or 500)
+    return JobGone(status, message) if status == 404 else KubeError(status, message)
+
+
+class KubeClient:
+    def __init__(self, api_client: Any | None = None) -> None:
+        if api_client is None:
+            kubernetes.config.load_config()  # type: ignore[no-untyped-call]
+            api_client = kubernetes.client.ApiClient()
+        self._api_client = api_client
+        self._custom = kubernetes.client.CustomObjectsApi(api_client)
+        self._authn = kubernetes.client.AuthenticationV1Api(api_client)
+        self._authz = kubernetes.client.AuthorizationV1Api(api_client)
+
+    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        for attempt in range(CONFLICT_RETRIES):
+            try:
+                return await asyncio.to_thread(fn, *args, **kwargs)
+            except kubernetes.client.ApiException as err:
+                if err.status == 409 and attempt + 1 < CONFLICT_RETRIES:
+                    await asyncio.sleep(0.05 * 2**attempt)
+                    continue
+                raise _translate(err) from err
+        raise AssertionError("unreachable")
+
+    async def get_job(self, namespace: str, name: str) -> dict[str, Any]:
+        obj = await self._call(
+            self._custom.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name
+        )
+        return cast(dict[str, Any], obj)
+
+    async def list_jobs(self, namespace: str) -> list[dict[str, Any]]:
+        listing = await self._call(
+            self._custom.list_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL
+        )
+        return cast(list[dict[str, Any]], cast(dict[str, Any], listing).get("items", []))
+
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        await self._call(
+            self._custom.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            {"status": status},
+            _content_type="application/merge-patch+json",
+        )
+
+    async def replace_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """Replace the whole status (JSON patch `add` replaces an existing member), so no
+        key of an earlier status survives as a merge patch would let it."""
+        await self._call(
+            self._custom.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            [{"op": "add", "path": "/status", "value": status}],
+            _content_type="application/json-patch+json",
+        )
+
+    async def patch_job(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        await self._call(
+            self._custom.patch_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            patch,
+            _content_type="application/merge-patch+json",
+        )
+
+    async def review_token(self, token: str) -> dict[str, Any]:
+        body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview"}
+        body["spec"] = {"token": token}  # type: ignore[assignment]
+        result = await self._call(self._authn.create_token_review, body)
+        status: dict[str, Any] = self._api_client.sanitize_for_serialization(result)["status"]
+        return status
+
+    async def review_access(self, spec: dict[str, Any]) -> bool:
+        body = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview"}
+        body["spec"] = spec  # type: ignore[assignment]
+        result = await self._call(self._authz.create_subject_access_review, body)
+        return result.status is not None and bool(result.status.allowed)
+
+    def close(self) -> None:
+        self._api_client.close()

@@ -1,0 +1,176 @@
+"""The engine jobs this operator process holds open, and the bridge to them.
+
+The engine is synchronous (numpy, SQLite); everything here runs it in worker threads, one
+call at a time per job (an asyncio lock each), so data posts from the HTTP API and close
+housekeeping from the controller never interleave on a job. This module also converts
+the pydantic API spec into the engine's plain config: the engine never sees the API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from mljob_operator.api import CloseStep, MLJobSpec, parse_duration, parse_memory_limit
+from mljob_operator.engine.config import DetectorConfig, JobConfig
+from mljob_operator.engine.errors import ConfigError
+from mljob_operator.engine.job import Job
+from mljob_operator.store.sqlite import SQLiteStore
+
+T = TypeVar("T")
+
+
+class JobNotOpenError(Exception):
+    """Data was posted to a job that is not open in this process."""
+
+
+class InvalidSpecError(Exception):
+    """The spec passed the CRD schema but the engine cannot run it."""
+
+
+def engine_config(spec: MLJobSpec) -> JobConfig:
+    analysis = spec.analysis_config
+    limit = spec.analysis_limits.model_memory_limit if spec.analysis_limits else None
+    try:
+        return JobConfig(
+            detectors=tuple(
+                DetectorConfig(
+                    function=d.function.value,
+                    field_name=d.field_name,
+                    by_field_name=d.by_field_name,
+                    partition_field_name=d.partition_field_name,
+                    description=d.detector_description,
+                )
+                for d in analysis.detectors
+            ),
+            bucket_span_s=int(parse_duration(analysis.bucket_span).total_seconds()),
+            latency_s=int(parse_duration(analysis.latency).total_seconds()),
+            influencers=tuple(analysis.influencers),
+            time_field=spec.data_description.time_field,
+            time_format=spec.data_description.time_format.value,
+            model_memory_limit_bytes=parse_memory_limit(limit) if limit else None,
+            model_snapshot_retention_days=spec.model_snapshot_retention_days,
+            daily_model_snapshot_retention_after_days=spec.daily_model_snapshot_retention_after_days,
+            results_retention_days=spec.results_retention_days,
+        )
+    except (ConfigError, ValueError) as err:
+        raise InvalidSpecError(str(err)) from err
+
+
+@dataclass
+class _Slot:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    job: Job | None = None
+    accepting: bool = False
+
+
+class JobRuntime:
+    def __init__(self, data_dir: Path) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = SQLiteStore(data_dir / "mljobs.sqlite")
+        self._slots: dict[str, _Slot] = {}
+
+    def _slot(self, job_id: str) -> _Slot:
+        return self._slots.setdefault(job_id, _Slot())
+
+    def is_loaded(self, job_id: str) -> bool:
+        slot = self._slots.get(job_id)
+        return slot is not None and slot.job is not None
+
+    def is_accepting(self, job_id: str) -> bool:
+        slot = self._slots.get(job_id)
+        return slot is not None and slot.job is not None and slot.accepting
+
+    async def _run(self, job_id: str, fn: Callable[[], T]) -> T:
+        async with self._slot(job_id).lock:
+            return await asyncio.to_thread(fn)
+
+    async def load(self, job_id: str, spec: MLJobSpec, *, accepting: bool) -> str | None:
+        """Open the engine job (restore the latest snapshot, replay after it); returns
+        the restored snapshot id."""
+        config = engine_config(spec)
+        slot = self._slot(job_id)
+        async with slot.lock:
+            if slot.job is None:
+                slot.job = await asyncio.to_thread(Job.open, self.store, job_id, config)
+            slot.accepting = accepting
+            return slot.job.active_snapshot_id
+
+    def _job(self, job_id: str) -> Job:
+        slot = self._slots.get(job_id)
+        if slot is None or slot.job is None:
+            raise JobNotOpenError(job_id)
+        return slot.job
+
+    async def post_data(self, job_id: str, body: bytes) -> dict[str, Any]:
+        slot = self._slot(job_id)
+        async with slot.lock:
+            if slot.job is None or not slot.accepting:
+                raise JobNotOpenError(job_id)
+            job = slot.job
+            counts = await asyncio.to_thread(job.post_data, body)
+        return counts.to_api()
+
+    async def flush(
+        self, job_id: str, calc_interim: bool, advance_ms: int | None, skip_ms: int | None
+    ) -> dict[str, Any]:
+        slot = self._slot(job_id)
+        async with slot.lock:
+            if slot.job is None or not slot.accepting:
+                raise JobNotOpenError(job_id)
+            job = slot.job
+            result = await asyncio.to_thread(job.flush, calc_interim, advance_ms, skip_ms)
+        return result.to_api()
+
+    async def stop_intake(self, job_id: str, close_id: str) -> None:
+        slot = self._slot(job_id)
+        async with slot.lock:
+            slot.accepting = False
+            if slot.job is not None:
+                await asyncio.to_thread(slot.job.stop_intake, close_id)
+
+    async def run_step(self, job_id: str, close_id: str, step: CloseStep) -> dict[str, Any]:
+        """One housekeeping step; returns the CloseRecord fields it fills in."""
+        job = self._job(job_id)
+        if step == CloseStep.FLUSH:
+            flushed = await self._run(job_id, lambda: job.flush_buffers(close_id))
+            return {"records_flushed": flushed}
+        if step == CloseStep.FINALIZE_RESULTS:
+            finalized = await self._run(job_id, lambda: job.finalize_results(close_id))
+            return {"buckets_finalized": finalized}
+        if step == CloseStep.PERSIST_SNAPSHOT:
+            snapshot = await self._run(job_id, lambda: job.persist_snapshot(close_id))
+            return {"snapshot_id": snapshot.snapshot_id}
+        if step == CloseStep.PRUNE_SNAPSHOTS:
+            pruned = await self._run(job_id, lambda: job.prune_history(close_id))
+            return {
+                "snapshots_pruned": pruned.snapshots_deleted,
+                "results_pruned": pruned.results_deleted,
+            }
+        return {}
+
+    async def release(self, job_id: str) -> None:
+        slot = self._slots.pop(job_id, None)
+        if slot is None:
+            return
+        async with slot.lock:
+            if slot.job is not None:
+                await asyncio.to_thread(slot.job.release)
+            slot.job = None
+            slot.accepting = False
+
+    async def delete_data(self, job_id: str) -> None:
+        await self.release(job_id)
+        await asyncio.to_thread(self.store.delete_job, job_id)
+
+    def stats(self, job_id: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        slot = self._slots.get(job_id)
+        if slot is None or slot.job is None:
+            return None
+        return slot.job.data_counts.to_api(), slot.job.model_size_stats.to_api()
+
+    def close(self) -> None:
+        self.store.close()
