@@ -70,6 +70,8 @@ def test_every_object_exists(control_plane: ControlPlane, installed: list[dict[s
             ("PersistentVolumeClaim", "mljob-operator-data"),
             ("Deployment", "mljob-operator"),
             ("Service", "mljob-operator"),
+            ("ValidatingAdmissionPolicy", "mljob-operator-force-close"),
+            ("ValidatingAdmissionPolicyBinding", "mljob-operator-force-close"),
         ]
     )
     for obj in installed:

@@ -17,6 +17,8 @@ from devtools.controlplane import ControlPlane
 REPO = Path(__file__).resolve().parents[2]
 CRD_FILE = REPO / "manifests" / "crd" / "ml.mljob.dev_mljobs.yaml"
 USER_ROLES = REPO / "manifests" / "rbac" / "user-roles.yaml"
+FORCE_CLOSE_POLICY = REPO / "manifests" / "admission" / "force-close-policy.yaml"
+FORCE_CLOSE = "ml.mljob.dev/force-close"
 DEADLINE_S = 30.0
 JOB = {
     "apiVersion": "ml.mljob.dev/v1alpha1",
@@ -39,7 +41,9 @@ def eventually(
 
 @pytest.fixture(scope="module")
 def roles(control_plane: ControlPlane) -> None:
-    control_plane.kubectl("apply", "-f", str(CRD_FILE), "-f", str(USER_ROLES))
+    control_plane.kubectl(
+        "apply", "-f", str(CRD_FILE), "-f", str(USER_ROLES), "-f", str(FORCE_CLOSE_POLICY)
+    )
     control_plane.kubectl(
         "wait", "--for=condition=Established", "crd/mljobs.ml.mljob.dev", "--timeout=30s"
     )
@@ -189,3 +193,47 @@ def test_user_roles_aggregate_into_builtin_roles(control_plane: ControlPlane, ro
         assert (
             got["metadata"]["labels"][f"rbac.authorization.k8s.io/aggregate-to-{builtin}"] == "true"
         )
+
+
+def annotate(
+    cp: ControlPlane, kubeconfig: Path, namespace: str, *annotations: str
+) -> subprocess.CompletedProcess[str]:
+    return cp.kubectl(
+        "annotate",
+        "--overwrite",
+        "mlj",
+        "job",
+        "-n",
+        namespace,
+        *annotations,
+        kubeconfig=kubeconfig,
+        check=False,
+    )
+
+
+@pytest.mark.usefixtures("job")
+def test_only_admin_may_set_the_force_close_annotation(
+    control_plane: ControlPlane, namespace: str
+) -> None:
+    editor = user_bound_to(control_plane, namespace, "mljob-editor")
+    admin = user_bound_to(control_plane, namespace, "mljob-admin")
+
+    def denied() -> subprocess.CompletedProcess[str]:
+        result = annotate(control_plane, editor, namespace, f"{FORCE_CLOSE}=editor-try")
+        if "denied request" in result.stderr:
+            return subprocess.CompletedProcess(result.args, 0, result.stdout, result.stderr)
+        annotate(control_plane, editor, namespace, f"{FORCE_CLOSE}-")
+        return subprocess.CompletedProcess(result.args, 1, result.stdout, result.stderr)
+
+    refused = eventually(denied)
+    assert refused.returncode == 0, "the policy never started denying"
+    assert "setting the ml.mljob.dev/force-close annotation needs permission to create" in (
+        refused.stderr
+    )
+
+    assert annotate(control_plane, admin, namespace, f"{FORCE_CLOSE}=stuck-1").returncode == 0
+    assert annotate(control_plane, editor, namespace, "team=ml").returncode == 0
+    assert patch_state(control_plane, editor, namespace, "closed").returncode == 0
+    changed = annotate(control_plane, editor, namespace, f"{FORCE_CLOSE}=stuck-2")
+    assert "denied request" in changed.stderr
+    assert annotate(control_plane, editor, namespace, f"{FORCE_CLOSE}-").returncode == 0
