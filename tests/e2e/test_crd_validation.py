@@ -278,3 +278,71 @@ def test_analysis_config_is_immutable(control_plane: ControlPlane, namespace: st
     )
     assert got["spec"]["state"] == "closed"
     assert got["spec"]["analysisConfig"]["bucketSpan"] == "5m"
+
+
+@pytest.mark.usefixtures("crd")
+def test_kubectl_wait_for_closed_condition(control_plane: ControlPlane, namespace: str) -> None:
+    assert eventually(lambda: create(control_plane, namespace, "waited", COUNT)).returncode == 0
+    closed = {
+        "status": {
+            "state": "closed",
+            "closed": True,
+            "conditions": [
+                {
+                    "type": "Closed",
+                    "status": "True",
+                    "reason": "Closed",
+                    "message": "housekeeping done",
+                    "lastTransitionTime": "2026-01-01T00:00:00Z",
+                }
+            ],
+        }
+    }
+    control_plane.kubectl(
+        "patch",
+        "mlj",
+        "waited",
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps(closed),
+    )
+    waited = control_plane.kubectl(
+        "wait", "--for=condition=Closed", "mljob/waited", "-n", namespace, "--timeout=10s"
+    )
+    assert "condition met" in waited.stdout
+
+
+@pytest.mark.usefixtures("crd")
+def test_status_rejects_unknown_condition_status(
+    control_plane: ControlPlane, namespace: str
+) -> None:
+    assert eventually(lambda: create(control_plane, namespace, "cond", COUNT)).returncode == 0
+    bad = {
+        "status": {
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "Maybe",
+                    "reason": "Closed",
+                    "message": "",
+                    "lastTransitionTime": "2026-01-01T00:00:00Z",
+                }
+            ]
+        }
+    }
+    result = control_plane.kubectl(
+        "patch",
+        "mlj",
+        "cond",
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps(bad),
+        check=False,
+    )
+    assert 'status.conditions[0].status: Unsupported value: "Maybe"' in result.stderr
