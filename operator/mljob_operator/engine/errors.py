@@ -1,0 +1,21 @@
+"""Errors the engine raises; the operator maps each to an HTTP status or a condition."""
+
+
+class EngineError(Exception):
+    """Base class of engine errors."""
+
+
+class ConfigError(EngineError, ValueError):
+    """The job configuration is invalid or does not match the persisted model."""
+
+
+class DataFormatError(EngineError, ValueError):
+    """A data body is not NDJSON or a JSON array of objects."""
+
+
+class JobClosedError(EngineError):
+    """Intake is stopped: the job is closing or closed."""
+
+
+class JobFailedError(EngineError):
+    """A store write failed after the model changed; the job must be reopened."""

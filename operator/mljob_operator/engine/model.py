@@ -1,0 +1,216 @@
+"""The per-series online model, vectorised over every series of a detector.
+
+Each series is one row of a float64 matrix: an update count, a level, three exponentially
+weighted residual variances (level only, +daily, +daily+weekly) and Fourier coefficients
+of the daily and weekly cycles. A bucket scores every series at once with the state from
+before that bucket (no look-ahead), then updates it. The prediction uses a seasonal
+component only once two full periods were seen and it cuts the residual variance
+clearly: that is the periodicity test, and it keeps noise from being fitted as a cycle.
+Outliers update the model clipped at three sigma so one spike does not blind it, and a run
+of same-signed anomalies is accepted as a level shift.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import numpy.typing as npt
+
+from mljob_operator.engine.functions import Side
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+
+DAY_S = 86_400
+WEEK_S = 7 * DAY_S
+
+N, LEVEL, EV0, EV1, EV2, RUN = range(6)
+BASE_COLUMNS = 6
+
+MIN_SCORED_UPDATES = 10
+CLIP_SIGMAS = 3.0
+SHIFT_RUN = 6
+SEASONAL_GAIN = (0.85, 0.9)
+VARIANCE_RATE = 0.02
+MAX_RAW = 300.0
+
+_erfc = np.frompyfunc(math.erfc, 1, 1)
+
+
+def harmonics(period_s: int, bucket_span_s: int, most: int) -> int:
+    buckets_per_period = period_s / bucket_span_s
+    if buckets_per_period < 4:
+        return 0
+    return int(min(most, (buckets_per_period - 1) // 2))
+
+
+def two_sided_tail(z: F64) -> tuple[F64, F64]:
+    """P(|Z| >= z) for a standard normal and its -log10, exact far into the tail."""
+    z = np.abs(z)
+    p = np.empty_like(z)
+    small = z <= 2.0
+    u = z[small] / math.sqrt(2.0)
+    t = 1.0 / (1.0 + 0.3275911 * u)
+    poly = t * (
+        0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429)))
+    )
+    p[small] = poly * np.exp(-u * u)
+    mid = ~small & (z <= 37.0)
+    if mid.any():
+        p[mid] = np.asarray(_erfc(z[mid] / math.sqrt(2.0)), dtype=np.float64)
+    raw = np.zeros_like(z)
+    ok = small | mid
+    raw[ok] = -np.log10(np.maximum(p[ok], 1e-320))
+    far = ~ok
+    if far.any():
+        u_far = z[far] / math.sqrt(2.0)
+        p[far] = 0.0
+        raw[far] = (u_far * u_far + np.log(u_far * math.sqrt(math.pi))) / math.log(10.0)
+    np.minimum(raw, MAX_RAW, out=raw)
+    np.clip(p, 0.0, 1.0, out=p)
+    return p, raw
+
+
+def _basis(t_s: int, period_s: int, k: int) -> F64:
+    theta = 2.0 * math.pi * (t_s % period_s) / period_s
+    ks = np.arange(1, k + 1, dtype=np.float64) * theta
+    return np.concatenate([np.cos(ks), np.sin(ks)])
+
+
+class SeriesModel:
+    """State of all series of one detector; rows are series indices."""
+
+    def __init__(self, bucket_span_s: int, *, count_like: bool, side: Side) -> None:
+        self.bucket_span_s = bucket_span_s
+        self.count_like = count_like
+        self.side = side
+        self.kd = harmonics(DAY_S, bucket_span_s, 4)
+        self.kw = harmonics(WEEK_S, bucket_span_s, 3)
+        self.per_day = DAY_S / bucket_span_s
+        self.per_week = WEEK_S / bucket_span_s
+        self.level_rate = float(np.clip(1.0 / max(self.per_day, 1e-9), 0.005, 0.05))
+        self.daily_rate = 1.0 / (3.0 * self.per_day)
+        self.weekly_rate = 1.0 / (2.0 * self.per_week)
+        self.d0 = BASE_COLUMNS
+        self.w0 = self.d0 + 2 * self.kd
+        self.columns = self.w0 + 2 * self.kw
+        self.state: F64 = np.zeros((0, self.columns), dtype=np.float64)
+        self.size = 0
+        self._basis_at = -1
+        self._basis: tuple[F64, F64] = (np.zeros(0), np.zeros(0))
+
+    def _bases(self, t_s: int) -> tuple[F64, F64]:
+        if self._basis_at != t_s:
+            self._basis = (_basis(t_s, DAY_S, self.kd), _basis(t_s, WEEK_S, self.kw))
+            self._basis_at = t_s
+        return self._basis
+
+    def add_series(self, count: int) -> None:
+        need = self.size + count
+        if need > len(self.state):
+            grown = np.zeros((max(need, 2 * len(self.state), 8), self.columns), dtype=np.float64)
+            grown[: self.size] = self.state[: self.size]
+            self.state = grown
+        self.size = need
+
+    def rows(self) -> F64:
+        return self.state[: self.size]
+
+    def load(self, rows: F64) -> None:
+        self.state = np.array(rows, dtype=np.float64).reshape(-1, self.columns)
+        self.size = len(self.state)
+
+    def _predict(self, s: F64, t_s: int) -> tuple[F64, F64, F64, F64, F64, F64, F64]:
+        """Prediction and variance of the selected model, its seasonal parts, level and n."""
+        n = s[:, N]
+        level = s[:, LEVEL]
+        zero = np.zeros_like(level)
+        bd, bw = self._bases(t_s)
+        sd = s[:, self.d0 : self.w0] @ bd if self.kd else zero
+        sw = s[:, self.w0 :] @ bw if self.kw else zero
+        ev = s[:, EV0].copy()
+        use_d = zero
+        use_w = zero
+        if self.kd:
+            daily = (n >= 2 * self.per_day) & (s[:, EV1] < SEASONAL_GAIN[0] * ev)
+            use_d = daily.astype(np.float64)
+            ev = np.where(daily, s[:, EV1], ev)
+        if self.kw:
+            weekly = (n >= 2 * self.per_week) & (s[:, EV2] < SEASONAL_GAIN[1] * ev)
+            use_w = weekly.astype(np.float64)
+            use_d = np.where(weekly, 1.0, use_d)
+            ev = np.where(weekly, s[:, EV2], ev)
+        sd_sel = use_d * sd
+        sw_sel = use_w * sw
+        return level + sd_sel + sw_sel, ev, level, sd, sw, sd_sel, sw_sel
+
+    def _variance(self, ev: F64, pred: F64, n: F64) -> F64:
+        if self.count_like:
+            floor = 0.5 * np.maximum(np.abs(pred), 1.0)
+        else:
+            floor = (1e-3 * pred) ** 2 + 1e-12
+        return np.maximum(ev, floor) * (1.0 + 4.0 / np.maximum(n, 1.0))
+
+    def score(self, idx: I64, x: F64, t_s: int) -> tuple[F64, F64, F64, F64]:
+        """Probability, raw score (-log10 p), typical value and signed z, without learning."""
+        s = self.state[idx]
+        pred, ev, *_ = self._predict(s, t_s)
+        return self._probability(x, pred, ev, s[:, N])
+
+    def _probability(self, x: F64, pred: F64, ev: F64, n: F64) -> tuple[F64, F64, F64, F64]:
+        z = (x - pred) / np.sqrt(self._variance(ev, pred, n))
+        p, raw = two_sided_tail(z)
+        blocked = n < MIN_SCORED_UPDATES
+        if self.side is Side.HIGH:
+            blocked = blocked | (z <= 0)
+        elif self.side is Side.LOW:
+            blocked = blocked | (z >= 0)
+        p[blocked] = 1.0
+        raw[blocked] = 0.0
+        typical = np.maximum(pred, 0.0) if self.count_like else pred
+        return p, raw, typical, z
+
+    def step(self, idx: I64, x: F64, t_s: int) -> tuple[F64, F64, F64]:
+        """Score the bucket values of the series in idx, then learn from them."""
+        s = self.state[idx]
+        n = s[:, N]
+        pred, ev, level, sd, sw, sd_sel, sw_sel = self._predict(s, t_s)
+        p, raw, typical, z = self._probability(x, pred, ev, n)
+
+        warm = n >= MIN_SCORED_UPDATES
+        flagged = warm & (np.abs(z) > CLIP_SIGMAS)
+        sign = np.where(flagged, np.sign(z), 0.0)
+        run = s[:, RUN]
+        run = np.where(sign == 0, 0.0, np.where(np.sign(run) == sign, run + sign, sign))
+        shifted = np.abs(run) >= SHIFT_RUN
+        run[shifted] = 0.0
+
+        r = x - pred
+        lim = np.where(warm, CLIP_SIGMAS * np.sqrt(self._variance(ev, pred, n)), np.inf)
+        rc = np.where(shifted, r, np.clip(r, -lim, lim))
+        xc = pred + rc
+
+        inv = 1.0 / (n + 1.0)
+        a_level = np.where(shifted, 1.0, np.maximum(inv, self.level_rate))
+        a_var = np.maximum(inv, VARIANCE_RATE)
+        out = s
+        out[:, N] = n + 1.0
+        new_level = level + a_level * rc
+        out[:, LEVEL] = new_level
+        for col, resid in ((EV0, x - level), (EV1, x - level - sd), (EV2, x - level - sd - sw)):
+            old = s[:, col]
+            bound = np.where(warm, CLIP_SIGMAS * np.sqrt(np.maximum(old, 1e-300)), np.inf)
+            clipped = np.clip(resid, -bound, bound)
+            out[:, col] = np.where(shifted, old, old + a_var * (clipped * clipped - old))
+        out[:, RUN] = run
+        if self.kd:
+            a = np.maximum(inv, self.daily_rate)[:, None]
+            target = 2.0 * (xc - new_level - sw_sel)[:, None] * self._bases(t_s)[0][None, :]
+            out[:, self.d0 : self.w0] += a * (target - out[:, self.d0 : self.w0])
+        if self.kw:
+            a = np.maximum(inv, self.weekly_rate)[:, None]
+            target = 2.0 * (xc - new_level - sd_sel)[:, None] * self._bases(t_s)[1][None, :]
+            out[:, self.w0 :] += a * (target - out[:, self.w0 :])
+        self.state[idx] = out
+        return p, raw, typical

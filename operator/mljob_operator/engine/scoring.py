@@ -1,0 +1,85 @@
+"""Map raw scores (-log10 probability) to the seed's 0-100 anomaly scores.
+
+A normaliser keeps a decaying histogram of past raw scores and the largest raw score in
+the renormalisation window. Scores up to the 99th percentile of history (at least
+p = 0.001) stay below 25; above it they grow logarithmically to 100 at the window's
+largest anomaly (at least p = 1e-10). So a bigger anomaly lowers the scores of earlier
+ones in the window (renormalisation) while their initial scores stay as first published.
+The parameters are quantised to histogram edges and 0.01 so that rescoring stored results
+happens only when the scale really moves.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+F64 = npt.NDArray[np.float64]
+
+EDGES: F64 = np.concatenate([np.arange(0.0, 10.0, 0.1), np.geomspace(10.0, 320.0, 31)])
+NOISE_RAW = 1.3  # p = 0.05: below this a score is 0
+MIN_QUANTILE_RAW = 3.0
+MIN_MAX_RAW = 10.0
+QUANTILE = 0.99
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreScale:
+    quantile_raw: float
+    max_raw: float
+
+    def score(self, raw: F64) -> F64:
+        q = max(self.quantile_raw, MIN_QUANTILE_RAW)
+        top = max(self.max_raw, MIN_MAX_RAW, q * 1.01)
+        low = 25.0 * np.clip((raw - NOISE_RAW) / (q - NOISE_RAW), 0.0, 1.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            high = 25.0 + 75.0 * np.log(np.maximum(raw, q) / q) / math.log(top / q)
+        out = np.where(raw <= q, low, np.minimum(high, 100.0))
+        return np.asarray(np.round(out, 4), dtype=np.float64)
+
+    def score_one(self, raw: float) -> float:
+        return float(self.score(np.array([raw]))[0])
+
+
+class Normaliser:
+    """Raw-score history of one result level (buckets or records)."""
+
+    def __init__(self, window_ms: int, bucket_span_ms: int) -> None:
+        self.window_ms = window_ms
+        self.decay = math.exp(-bucket_span_ms / window_ms)
+        self.hist: F64 = np.zeros(len(EDGES), dtype=np.float64)
+        self.maxima: list[tuple[int, float]] = []
+
+    def observe(self, bucket_ms: int, raws: F64) -> None:
+        self.hist *= self.decay
+        if len(raws):
+            bins = np.searchsorted(EDGES, raws, side="right") - 1
+            self.hist += np.bincount(bins, minlength=len(EDGES))[: len(EDGES)]
+            top = float(raws.max())
+            while self.maxima and self.maxima[-1][1] <= top:
+                self.maxima.pop()
+            self.maxima.append((bucket_ms, top))
+        horizon = bucket_ms - self.window_ms
+        while self.maxima and self.maxima[0][0] < horizon:
+            self.maxima.pop(0)
+
+    def scale(self) -> ScoreScale:
+        total = float(self.hist.sum())
+        q = 0.0
+        if total > 0:
+            cum = np.cumsum(self.hist)
+            i = int(np.searchsorted(cum, QUANTILE * total))
+            q = float(EDGES[min(i + 1, len(EDGES) - 1)])
+        top = round(self.maxima[0][1], 2) if self.maxima else 0.0
+        return ScoreScale(round(q, 4), top)
+
+    def state(self) -> dict[str, Any]:
+        return {"hist": self.hist.tolist(), "maxima": self.maxima}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.hist = np.array(state["hist"], dtype=np.float64)
+        self.maxima = [(int(t), float(r)) for t, r in state["maxima"]]

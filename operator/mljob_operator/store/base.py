@@ -1,0 +1,174 @@
+"""The persistence interface of the engine: one transactional write, typed queries.
+
+Every change the engine makes goes through `Store.commit(job_id, WriteBatch)`, applied
+in one transaction; that is what makes a data post durable together with the results it
+produced, and each close step exactly-once together with its record. A PostgreSQL store
+implements the same protocol with the same tables (see sqlite.py for the schema).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from mljob_operator.engine.results import (
+    BucketResult,
+    DataCounts,
+    ModelSizeStats,
+    ModelSnapshot,
+    RecordResult,
+)
+
+ScoreFn = Callable[[npt.NDArray[np.float64]], npt.NDArray[np.float64]]
+
+
+class StoreError(Exception):
+    """A store operation failed or was refused."""
+
+
+class NotFoundError(StoreError, KeyError):
+    """The job or snapshot does not exist."""
+
+
+class ActiveSnapshotError(StoreError):
+    """The active model snapshot of a job cannot be deleted."""
+
+
+@dataclass(frozen=True, slots=True)
+class WalEntry:
+    """One acknowledged operation: a data body, or a flush/finalise that changed the model."""
+
+    seq: int
+    kind: str
+    payload: bytes
+    received_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class JobRow:
+    job_id: str
+    active_snapshot_id: str | None
+    intake_open: bool
+    close_id: str | None
+    close_complete: bool
+    data_counts: DataCounts
+    model_size_stats: ModelSizeStats
+
+
+@dataclass(frozen=True, slots=True)
+class Rescore:
+    """Renormalise stored, final results at or after since_ms with new score functions."""
+
+    since_ms: int
+    bucket_score: ScoreFn
+    record_score: ScoreFn
+    min_raw: float
+
+
+@dataclass(frozen=True, slots=True)
+class CloseStep:
+    close_id: str
+    step: str
+    result: dict[str, Any]
+
+
+@dataclass(slots=True)
+class WriteBatch:
+    """Everything one engine operation changes; applied atomically, in this order."""
+
+    wal_kind: str | None = None
+    wal_payload: bytes = b""
+    received_ms: int = 0
+    clear_interim: bool = False
+    buckets: list[BucketResult] = field(default_factory=list)
+    records: list[RecordResult] = field(default_factory=list)
+    rescore: Rescore | None = None
+    data_counts: DataCounts | None = None
+    model_size_stats: ModelSizeStats | None = None
+    intake_open: bool | None = None
+    close_id: str | None = None
+    close_complete: bool | None = None
+    snapshot: ModelSnapshot | None = None
+    snapshot_state: bytes | None = None
+    activate_snapshot: str | None = None
+    truncate_wal_through: int | None = None
+    delete_snapshots: list[str] = field(default_factory=list)
+    delete_results_before_ms: int | None = None
+    delete_results_after_ms: int | None = None
+    close_step: CloseStep | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ResultsQuery:
+    """start inclusive, end exclusive (epoch ms), as the seed's results APIs."""
+
+    start_ms: int | None = None
+    end_ms: int | None = None
+    min_score: float | None = None
+    exclude_interim: bool = False
+    sort: str | None = None
+    desc: bool = False
+    from_: int = 0
+    size: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotQuery:
+    start_ms: int | None = None
+    end_ms: int | None = None
+    snapshot_id: str | None = None
+    sort: str | None = None
+    desc: bool = False
+    from_: int = 0
+    size: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class CommitResult:
+    wal_seq: int | None
+    results_deleted: int = 0
+    snapshots_deleted: int = 0
+
+
+class Store(Protocol):
+    """Persistence of jobs, write-ahead data, results and model snapshots."""
+
+    def close(self) -> None: ...
+
+    # jobs
+    def ensure_job(self, job_id: str) -> JobRow: ...
+    def get_job(self, job_id: str) -> JobRow | None: ...
+    def list_jobs(self) -> list[str]: ...
+    def delete_job(self, job_id: str) -> None: ...
+
+    # the single write path
+    def commit(self, job_id: str, batch: WriteBatch) -> CommitResult: ...
+
+    # replay and close bookkeeping
+    def wal_entries(self, job_id: str, after_seq: int) -> Iterator[WalEntry]: ...
+    def last_wal_seq(self, job_id: str) -> int: ...
+    def close_step(self, job_id: str, close_id: str, step: str) -> dict[str, Any] | None: ...
+
+    # snapshots
+    def get_snapshot(self, job_id: str, snapshot_id: str) -> ModelSnapshot | None: ...
+    def snapshot_state(self, job_id: str, snapshot_id: str) -> bytes: ...
+    def list_snapshots(
+        self, job_id: str, query: SnapshotQuery | None = None
+    ) -> tuple[int, list[ModelSnapshot]]: ...
+    def all_snapshots(self, job_id: str) -> list[ModelSnapshot]: ...
+    def set_snapshot_retain(self, job_id: str, snapshot_id: str, retain: bool) -> ModelSnapshot: ...
+    def delete_snapshot(self, job_id: str, snapshot_id: str) -> None: ...
+
+    # results
+    def query_buckets(
+        self, job_id: str, query: ResultsQuery | None = None
+    ) -> tuple[int, list[BucketResult]]: ...
+    def query_records(
+        self, job_id: str, query: ResultsQuery | None = None
+    ) -> tuple[int, list[RecordResult]]: ...
+    def latest_bucket_ms(self, job_id: str) -> int | None: ...
+    def count_results_before(self, job_id: str, before_ms: int) -> int: ...

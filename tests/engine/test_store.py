@@ -1,0 +1,118 @@
+"""The SQLite store: schema versioning, queries, paging, concurrent reads, job deletion."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from mljob_operator.engine import DetectorConfig, Job, JobConfig
+from mljob_operator.engine.results import BucketResult
+from mljob_operator.store import ResultsQuery, SQLiteStore, StoreError, WriteBatch
+from mljob_operator.store.sqlite import MIGRATIONS
+from tests.engine.conftest import T0, FakeClock, ndjson
+
+
+def _buckets(n: int) -> list[BucketResult]:
+    return [
+        BucketResult(
+            T0 * 1000 + i * 60_000, 60, float(i % 7), float(i % 7), float(i % 7), i == n - 1, i
+        )
+        for i in range(n)
+    ]
+
+
+def test_schema_is_versioned_and_reopening_keeps_data(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    store = SQLiteStore(path)
+    assert store.schema_version() == len(MIGRATIONS)
+    store.commit("j", WriteBatch(buckets=_buckets(3)))
+    store.close()
+    store = SQLiteStore(path)
+    assert store.schema_version() == len(MIGRATIONS)
+    assert store.query_buckets("j")[0] == 3
+    mode = sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+    store.close()
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    SQLiteStore(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE schema_version SET version = 999")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError):
+        SQLiteStore(path)
+
+
+def test_bucket_queries_filter_sort_and_page(store: SQLiteStore) -> None:
+    store.commit("j", WriteBatch(buckets=_buckets(30)))
+    count, page = store.query_buckets(
+        "j", ResultsQuery(min_score=5, sort="anomalyScore", desc=True, from_=3, size=3)
+    )
+    assert count == 8  # scores 5 and 6 among 30 buckets
+    assert [b.anomaly_score for b in page] == [6.0, 5.0, 5.0]
+    count, page = store.query_buckets(
+        "j", ResultsQuery(start_ms=(T0 + 600) * 1000, end_ms=(T0 + 1200) * 1000)
+    )
+    assert count == 10
+    assert page[0].timestamp == (T0 + 600) * 1000
+    assert store.query_buckets("j", ResultsQuery(exclude_interim=True))[0] == 29
+    assert page[0].to_api() == {
+        "timestamp": (T0 + 600) * 1000,
+        "bucketSpan": 60,
+        "anomalyScore": 3.0,
+        "initialAnomalyScore": 3.0,
+        "isInterim": False,
+        "eventCount": 10,
+    }
+    with pytest.raises(StoreError):
+        store.query_buckets("j", ResultsQuery(sort="drop table"))
+
+
+def test_readers_see_committed_data_while_a_job_writes(store: SQLiteStore) -> None:
+    cfg = JobConfig(
+        detectors=(DetectorConfig("count"),), bucket_span_s=60, background_persist_interval_s=None
+    )
+    job = Job.open(store, "rw", cfg, clock=FakeClock())
+    done = threading.Event()
+    seen: list[int] = []
+    errors: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            while not done.is_set():
+                count, _ = store.query_buckets("rw", ResultsQuery(size=1))
+                seen.append(count)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    for n in range(40):
+        job.post_data(ndjson([{"time": T0 + n * 60 + i} for i in range(50)]))
+    done.set()
+    reader.join()
+    assert not errors
+    assert seen == sorted(seen)
+    assert store.query_buckets("rw")[0] == 39
+
+
+def test_delete_job_removes_every_row(store: SQLiteStore) -> None:
+    cfg = JobConfig(
+        detectors=(DetectorConfig("count"),), bucket_span_s=60, background_persist_interval_s=None
+    )
+    job = Job.open(store, "gone", cfg, clock=FakeClock())
+    job.post_data(ndjson([{"time": T0 + i * 30} for i in range(100)]))
+    job.persist_snapshot("c")
+    job.post_data(ndjson([{"time": T0 + 3000 + i} for i in range(3)]))
+    store.delete_job("gone")
+    assert store.get_job("gone") is None
+    assert store.query_buckets("gone")[0] == 0
+    assert store.all_snapshots("gone") == []
+    assert list(store.wal_entries("gone", 0)) == []
+    assert store.close_step("gone", "c", "persist_snapshot") is None
