@@ -54,5 +54,8 @@ controlplane: setup
 run: setup
 	$(PY) -m devtools.run
 
+bench: venv
+	$(PY) bench/engine_bench.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
