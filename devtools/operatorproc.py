@@ -49,7 +49,8 @@ class OperatorProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, **env: str) -> OperatorProcess:
+    def start(self, namespace: str | None = None, **env: str) -> OperatorProcess:
+        """Start kopf; scoped to `namespace` when given (tests run one operator each)."""
         full_env = {
             **os.environ,
             "KUBECONFIG": str(self.kubeconfig),
@@ -68,7 +69,7 @@ class OperatorProcess:
                     "run",
                     "-m",
                     "mljob_operator",
-                    "--all-namespaces",
+                    *(["--namespace", namespace] if namespace else ["--all-namespaces"]),
                     "--standalone",
                 ],
                 cwd=REPO_ROOT,

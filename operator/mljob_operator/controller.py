@@ -201,6 +201,7 @@ class JobController:
             emit(NORMAL, Reason.OPENING, "Opening: restoring the model from its latest snapshot.")
         elif action == Action.OPEN:
             restored = await self.runtime.load(self.id, obs.spec, accepting=True)
+            self.faults.checkpoint("after:open")
             await self._write(self._with_stats(lifecycle.opened(self._now(obs), restored)))
             detail = f"model restored from snapshot {restored}" if restored else "new model"
             emit(NORMAL, Reason.OPENED, f"Opened ({detail}); the job takes data.")

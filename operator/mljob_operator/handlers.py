@@ -70,6 +70,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.networking.error_backoffs = [1, 2, 5, 10]
     settings.watching.server_timeout = 300
     settings.background.cancellation_polling = 1
+    settings.background.instant_exit_timeout = 1.0
     op = OperatorSettings.from_env()
     registry = Registry(runtime=JobRuntime(op.data_dir), kube=KubeClient(), settings=op)
     api = DataApi(registry.runtime, registry.exists, registry.wake)

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from devtools.controlplane import ControlPlane
+from devtools.operatorproc import OperatorProcess, install_crd_and_rbac
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -40,3 +41,33 @@ def namespace(control_plane: ControlPlane, request: pytest.FixtureRequest) -> It
     control_plane.kubectl("create", "namespace", name)
     yield name
     control_plane.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def mljob_crd(control_plane: ControlPlane) -> ControlPlane:
+    """The MLJob CRD and the operator's RBAC from manifests/, installed once."""
+    install_crd_and_rbac(control_plane)
+    return control_plane
+
+
+@pytest.fixture
+def operator_factory(
+    mljob_crd: ControlPlane, namespace: str, tmp_path: Path
+) -> Iterator[Callable[..., OperatorProcess]]:
+    """Starts real operator processes (`kopf run -m mljob_operator`) scoped to the test's
+    namespace, sharing one data directory so a restarted one sees the same store."""
+    started: list[OperatorProcess] = []
+
+    def start(**env: str) -> OperatorProcess:
+        op = OperatorProcess(mljob_crd, tmp_path / "data", tmp_path / "operator.log")
+        started.append(op)
+        return op.start(namespace=namespace, **env)
+
+    yield start
+    for op in started:
+        op.stop()
+
+
+@pytest.fixture
+def operator(operator_factory: Callable[..., OperatorProcess]) -> OperatorProcess:
+    return operator_factory()
