@@ -11,7 +11,7 @@ import json
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,7 @@ T0 = 1_700_000_000 - 1_700_000_000 % 86_400
 BATCH = 20_000
 
 
-def _bodies(records: list[dict[str, object]]) -> list[bytes]:
+def _bodies(records: Sequence[Mapping[str, object]]) -> list[bytes]:
     return [
         b"\n".join(orjson.dumps(r) for r in records[i : i + BATCH])
         for i in range(0, len(records), BATCH)
