@@ -17,18 +17,23 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from pydantic import ValidationError
+
 from mljob_operator import lifecycle
 from mljob_operator.api import (
     FORCE_CLOSE_ANNOTATION,
     CloseStep,
+    ConditionStatus,
     ConditionType,
     DataCounts,
+    DesiredState,
     JobState,
     MLJobSpec,
     MLJobStatus,
     ModelSizeStats,
     Reason,
 )
+from mljob_operator.conditions import Verdict, with_state_conditions
 from mljob_operator.faults import FaultInjector
 from mljob_operator.kube import JobGone, KubeClient, KubeError
 from mljob_operator.lifecycle import Action, Decision, Observation
@@ -123,6 +128,7 @@ class JobController:
                 return
             if obs.status.state == JobState.FAILED:
                 async with self.lock:
+                    await self.runtime.force_close(self.id)
                     await self._write(lifecycle.force_closed(obs, self._new_id(), "deletion"))
                 return
             if not await self.step(body(), emit, deleting=True):
@@ -150,7 +156,10 @@ class JobController:
     async def step(self, body: Mapping[str, Any], emit: EventSink, deleting: bool = False) -> bool:
         """Decide and do one action; False when there was nothing to do."""
         async with self.lock:
-            obs = self.observe(body, deleting)
+            try:
+                obs = self.observe(body, deleting)
+            except ValidationError as err:
+                return await self._unparseable(body, err, emit)
             decision = lifecycle.decide(obs)
             if decision.action == Action.NOTHING:
                 return False
@@ -164,6 +173,28 @@ class JobController:
             except Exception as err:
                 await self._engine_failure(obs, decision, err, emit)
             return True
+
+    async def _unparseable(
+        self, body: Mapping[str, Any], err: ValidationError, emit: EventSink
+    ) -> bool:
+        """A spec the CRD let through but the models reject: Ready=False, no crash loop."""
+        status = self.status or MLJobStatus()
+        if status.state == JobState.FAILED and status.condition(ConditionType.FAILED):
+            cond = status.condition(ConditionType.FAILED)
+            if cond is not None and cond.reason == Reason.INVALID_SPEC:
+                return False
+        message = f"Invalid spec: {_first_error(err)}"
+        failed = with_state_conditions(
+            status.model_copy(update={"state": JobState.FAILED, "closed": False}),
+            DesiredState.OPENED,
+            self.clock(),
+            body.get("metadata", {}).get("generation"),
+            Verdict(ConditionStatus.TRUE, Reason.INVALID_SPEC, message),
+        )
+        await self.runtime.release(self.id)
+        await self._write(failed)
+        emit(WARNING, Reason.INVALID_SPEC, message)
+        return True
 
     async def _engine_failure(
         self, obs: Observation, decision: Decision, err: Exception, emit: EventSink
@@ -238,7 +269,7 @@ class JobController:
             )
         elif action == Action.FORCE_CLOSE:
             stats = self.runtime.stats(self.id)
-            await self.runtime.release(self.id)
+            await self.runtime.force_close(self.id)
             status = self._with_stats(lifecycle.force_closed(obs, self._new_id(), trigger), stats)
             await self._write(status)
             emit(
@@ -329,6 +360,12 @@ class JobController:
         self.status = status
         self._stats_published = self.runtime.stats(self.id)
         self._stats_at = asyncio.get_running_loop().time()
+
+
+def _first_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first.get("loc", ()))
+    return f"spec.{where}: {first.get('msg', 'invalid')}"
 
 
 def _closed_message(status: MLJobStatus) -> str:

@@ -33,8 +33,7 @@ CLOSE_STEPS: tuple[CloseStep, ...] = (
     CloseStep.FLUSH,
     CloseStep.FINALIZE_RESULTS,
     CloseStep.PERSIST_SNAPSHOT,
-    CloseStep.PRUNE_SNAPSHOTS,
-    CloseStep.PRUNE_RESULTS,
+    CloseStep.PRUNE_HISTORY,
 )
 
 
@@ -98,6 +97,16 @@ def next_step(close: CloseRecord | None) -> CloseStep | None:
     return next((s for s in CLOSE_STEPS if s.value not in done), None)
 
 
+def spec_fixed(obs: Observation) -> bool:
+    """A job failed for an invalid spec whose spec has changed since: try again."""
+    failed = obs.status.condition(ConditionType.FAILED)
+    return (
+        failed is not None
+        and failed.reason == Reason.INVALID_SPEC
+        and (failed.observed_generation or 0) < (obs.generation or 0)
+    )
+
+
 def decide(obs: Observation) -> Decision:
     status, state = obs.status, obs.status.state
     want_closed = desired_state(obs) == DesiredState.CLOSED
@@ -105,6 +114,8 @@ def decide(obs: Observation) -> Decision:
     if state is None:
         return Decision(Action.INITIALIZE_CLOSED if want_closed else Action.BEGIN_OPEN)
     if state == JobState.FAILED:
+        if spec_fixed(obs):
+            return Decision(Action.INITIALIZE_CLOSED if want_closed else Action.BEGIN_OPEN)
         if not want_closed:
             return Decision(Action.NOTHING)
         if force:

@@ -18,6 +18,7 @@ from mljob_operator.api import CloseStep, MLJobSpec, parse_duration, parse_memor
 from mljob_operator.engine.config import DetectorConfig, JobConfig
 from mljob_operator.engine.errors import ConfigError
 from mljob_operator.engine.job import Job
+from mljob_operator.store.base import WriteBatch
 from mljob_operator.store.sqlite import SQLiteStore
 
 T = TypeVar("T")
@@ -144,7 +145,7 @@ class JobRuntime:
         if step == CloseStep.PERSIST_SNAPSHOT:
             snapshot = await self._run(job_id, lambda: job.persist_snapshot(close_id))
             return {"snapshot_id": snapshot.snapshot_id}
-        if step == CloseStep.PRUNE_SNAPSHOTS:
+        if step == CloseStep.PRUNE_HISTORY:
             pruned = await self._run(job_id, lambda: job.prune_history(close_id))
             return {
                 "snapshots_pruned": pruned.snapshots_deleted,
@@ -161,6 +162,17 @@ class JobRuntime:
                 await asyncio.to_thread(slot.job.release)
             slot.job = None
             slot.accepting = False
+
+    async def force_close(self, job_id: str) -> None:
+        """Close without housekeeping, durably (the store marks intake closed, so a
+        revert sees a closed job), and drop the in-memory model."""
+        slot = self._slots.pop(job_id, None)
+        if slot is not None and slot.job is not None:
+            job = slot.job
+            async with slot.lock:
+                await asyncio.to_thread(job.force_close)
+            return
+        await asyncio.to_thread(self.store.commit, job_id, WriteBatch(intake_open=False))
 
     async def delete_data(self, job_id: str) -> None:
         await self.release(job_id)

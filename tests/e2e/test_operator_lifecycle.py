@@ -30,7 +30,7 @@ from tests.e2e.jobs import (
     wait_state,
 )
 
-CLOSE_STEPS = {"flush", "finalizeResults", "persistSnapshot", "pruneSnapshots", "pruneResults"}
+CLOSE_STEPS = {"flush", "finalizeResults", "persistSnapshot", "pruneHistory"}
 
 
 def _scores(op: OperatorProcess, ns: str, name: str) -> list[tuple[int, float, int]]:

@@ -219,6 +219,19 @@ def test_reopen_after_close_goes_through_opening() -> None:
     assert _conds(status)["Opened"] == ("True", "Opened")
 
 
+def test_invalid_spec_failure_is_retried_once_the_spec_changes() -> None:
+    o = obs(JobState.OPENING)
+    failed = lifecycle.failed(o, Reason.INVALID_SPEC, "bad retention")
+    same_generation = Observation(o.spec, failed, 3, None, False, NOW)
+    assert lifecycle.decide(same_generation).action == Action.NOTHING
+    edited = Observation(o.spec, failed, 4, None, False, NOW)
+    assert lifecycle.decide(edited).action == Action.BEGIN_OPEN
+    engine_failed = lifecycle.failed(o, Reason.ENGINE_ERROR, "disk full")
+    assert lifecycle.decide(Observation(o.spec, engine_failed, 4, None, False, NOW)).action == (
+        Action.NOTHING
+    )
+
+
 def test_desired_state_from_spec_or_deletion() -> None:
     assert lifecycle.desired_state(obs(JobState.OPENED)) == DesiredState.OPENED
     assert lifecycle.desired_state(obs(JobState.OPENED, deleting=True)) == DesiredState.CLOSED

@@ -556,7 +556,8 @@ class CloseRecord(_Model):
     steps: dict[str, datetime] = Field(
         default_factory=dict,
         description="Housekeeping steps done, each with when it finished: flush, "
-        "finalizeResults, persistSnapshot, pruneSnapshots, pruneResults.",
+        "finalizeResults, persistSnapshot, pruneHistory (the seed's four housekeeping "
+        "tasks, in that order).",
     )
     records_flushed: int | None = Field(
         None, ge=0, description="Buffered records analysed by the flush."
@@ -587,8 +588,8 @@ class CloseStep(StrEnum):
     FLUSH = "flush"
     FINALIZE_RESULTS = "finalizeResults"
     PERSIST_SNAPSHOT = "persistSnapshot"
-    PRUNE_SNAPSHOTS = "pruneSnapshots"
-    PRUNE_RESULTS = "pruneResults"
+    PRUNE_HISTORY = "pruneHistory"
+    """Model snapshot retention and results retention, in one transaction."""
 
 
 class OpenRecord(_Model):
