@@ -71,6 +71,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.server_timeout = 300
     settings.background.cancellation_polling = 1
     settings.background.instant_exit_timeout = 1.0
+    settings.scanning.disabled = True  # no namespace/CRD watching: least privilege
     op = OperatorSettings.from_env()
     registry = Registry(runtime=JobRuntime(op.data_dir), kube=KubeClient(), settings=op)
     api = DataApi(registry.runtime, registry.exists, registry.wake)
