@@ -8,10 +8,21 @@ PY := $(VENV)/bin/python
 export MLJOB_CACHE_DIR ?= $(HOME)/.cache/mljob-operator
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: setup venv controlplane-bin test test-unit test-e2e lint typecheck run controlplane \
+.PHONY: setup system-deps venv controlplane-bin test test-unit test-e2e lint typecheck run controlplane \
 	generate verify-generated bench clean
 
-setup: venv controlplane-bin
+setup: system-deps venv controlplane-bin
+
+# Debian packages the tests need: lua5.4 runs the Argo CD health check (manifests/argocd/).
+system-deps:
+	@command -v lua5.4 >/dev/null && exit 0; \
+	if [ "$$(id -u)" -eq 0 ]; then sudo=; \
+	elif command -v sudo >/dev/null; then sudo=sudo; \
+	else echo "lua5.4 is missing and this is not root (no sudo): run as root" \
+		"'apt-get update && apt-get install -y lua5.4'" >&2; exit 1; fi; \
+	command -v apt-get >/dev/null || { echo "lua5.4 is missing and there is no apt-get:" \
+		"install Lua 5.4 so that 'lua5.4' is on PATH" >&2; exit 1; }; \
+	$$sudo apt-get update -qq && $$sudo apt-get install -y -qq lua5.4
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
