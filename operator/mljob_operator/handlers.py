@@ -44,7 +44,10 @@ class Registry:
         return self.controllers[key]
 
     def exists(self, namespace: str, name: str) -> bool:
-        return job_id(namespace, name) in self.controllers
+        """Known to a daemon, or to the store (right after a restart, before kopf has
+        resumed every daemon)."""
+        key = job_id(namespace, name)
+        return key in self.controllers or self.runtime.store.get_job(key) is not None
 
     def wake(self, key: str) -> None:
         controller = self.controllers.get(key)
