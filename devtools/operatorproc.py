@@ -4,6 +4,11 @@ It authenticates as the ServiceAccount the manifests bind to the least-privilege
 ClusterRole (a client certificate whose CN is that ServiceAccount's user name), so every
 end-to-end test also proves the operator's RBAC is enough. Tests can SIGKILL it and start
 it again on the same data directory.
+
+Its data API is HTTPS with the certificate the operator generates on its volume;
+`ssl_context()` trusts exactly that certificate, so tests verify TLS instead of turning
+verification off. Callers authenticate with real ServiceAccount tokens
+(`service_account_token`), which the operator checks with TokenReview.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -24,6 +30,8 @@ from devtools.controlplane import REPO_ROOT, ControlPlane, free_port
 OPERATOR_USER = "system:serviceaccount:mljob-system:mljob-operator"
 OPERATOR_GROUPS = ("system:serviceaccounts", "system:serviceaccounts:mljob-system")
 INSTALL_FILES = ("manifests/crd", "manifests/rbac/operator.yaml")
+USER_ROLES = REPO_ROOT / "manifests" / "rbac" / "user-roles.yaml"
+TEST_ADMIN_SA = "mljob-test-admin"
 
 
 def install_crd_and_rbac(cp: ControlPlane) -> None:
@@ -33,7 +41,55 @@ def install_crd_and_rbac(cp: ControlPlane) -> None:
         "apply", "--server-side", "--force-conflicts", "-f", str(REPO_ROOT / "manifests/crd")
     )
     cp.kubectl("apply", "-f", str(REPO_ROOT / "manifests/rbac/operator.yaml"))
+    cp.kubectl("apply", "-f", str(USER_ROLES))
     cp.kubectl("wait", "--for=condition=Established", "crd/mljobs.ml.mljob.dev", "--timeout=30s")
+
+
+def service_account_token(
+    cp: ControlPlane, namespace: str, name: str, clusterrole: str | None, timeout: float = 30.0
+) -> str:
+    """A ServiceAccount in `namespace`, bound there to `clusterrole` (None: no binding),
+    and a token for it; returns once the RBAC authorizer has seen the binding. Idempotent."""
+    objects: list[dict[str, Any]] = [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}}
+    ]
+    if clusterrole is not None:
+        objects.append(
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "RoleBinding",
+                "metadata": {"name": f"{name}-{clusterrole}"},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": clusterrole,
+                },
+                "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+            }
+        )
+    listing = {"apiVersion": "v1", "kind": "List", "items": objects}
+    cp.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(listing))
+    user = f"system:serviceaccount:{namespace}:{name}"
+    deadline = time.monotonic() + timeout
+    while clusterrole is not None:
+        can = cp.kubectl(
+            "auth",
+            "can-i",
+            "get",
+            "mljobs.ml.mljob.dev",
+            "--subresource=results",
+            "-n",
+            namespace,
+            f"--as={user}",
+            check=False,
+        )
+        if can.stdout.strip() == "yes":
+            break
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"RBAC never allowed {user} ({clusterrole}): {can.stderr}")
+        time.sleep(0.1)
+    token = cp.kubectl("create", "token", name, "-n", namespace, "--duration=2h").stdout
+    return token.strip()
 
 
 class OperatorProcess:
@@ -44,10 +100,23 @@ class OperatorProcess:
         self.port = free_port()
         self.kubeconfig = cp.kubeconfig_for(OPERATOR_USER, OPERATOR_GROUPS, name="operator")
         self.proc: subprocess.Popen[bytes] | None = None
+        self.tls = True
+        self.token: str | None = None
+        """A token bound to mljob-admin in the operator's namespace (set by `start`)."""
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    @property
+    def ca_file(self) -> Path:
+        """The self-signed certificate the operator generated (and serves)."""
+        return self.data_dir / "tls" / "tls.crt"
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        if not self.tls:
+            return None
+        return ssl.create_default_context(cafile=str(self.ca_file))
 
     def start(self, namespace: str | None = None, **env: str) -> OperatorProcess:
         """Start kopf; scoped to `namespace` when given (tests run one operator each)."""
@@ -60,6 +129,9 @@ class OperatorProcess:
             "PYTHONUNBUFFERED": "1",
             **env,
         }
+        self.tls = full_env.get("MLJOB_TLS", "on") != "off"
+        if namespace and self.token is None:
+            self.token = service_account_token(self.cp, namespace, TEST_ADMIN_SA, "mljob-admin")
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 [
@@ -87,10 +159,11 @@ class OperatorProcess:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"operator exited {self.proc.returncode}:\n{self.log_tail()}")
             try:
-                with urllib.request.urlopen(f"{self.url}/healthz", timeout=2) as resp:
+                ctx = self.ssl_context()
+                with urllib.request.urlopen(f"{self.url}/healthz", timeout=2, context=ctx) as resp:
                     if resp.status == 200:
                         return
-            except OSError:
+            except (OSError, ssl.SSLError):
                 time.sleep(0.1)
         raise TimeoutError(f"operator HTTP not up after {timeout}s:\n{self.log_tail()}")
 
@@ -119,15 +192,22 @@ class OperatorProcess:
             self.proc.wait(timeout=10)
 
     def request(
-        self, method: str, path: str, body: bytes | None = None, token: str | None = None
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        token: str | None = None,
+        content_type: str = "application/x-ndjson",
+        timeout: float = 60.0,
     ) -> tuple[int, Any]:
+        """One API call; `token=None` sends none (pass `self.token` for the admin)."""
         req = urllib.request.Request(f"{self.url}{path}", data=body, method=method)
         if token:
             req.add_header("Authorization", f"Bearer {token}")
         if body is not None:
-            req.add_header("Content-Type", "application/x-ndjson")
+            req.add_header("Content-Type", content_type)
         try:
-            with urllib.request.urlopen(req, timeout=30) as resp:
+            with urllib.request.urlopen(req, timeout=timeout, context=self.ssl_context()) as resp:
                 return resp.status, json.loads(resp.read() or b"null")
         except urllib.error.HTTPError as err:
             return err.code, json.loads(err.read() or b"null")

@@ -17,7 +17,10 @@ from aiohttp import web
 
 from mljob_operator.api import FINALIZER, GROUP, PLURAL, VERSION
 from mljob_operator.controller import EventSink, JobController, job_id
+from mljob_operator.http.auth import Authorizer
+from mljob_operator.http.desired import StateRequests
 from mljob_operator.http.server import DataApi, start_server
+from mljob_operator.http.tls import generated_pair, server_context
 from mljob_operator.kube import KubeClient
 from mljob_operator.runtime import JobRuntime
 from mljob_operator.settings import OperatorSettings
@@ -77,8 +80,28 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.scanning.disabled = True  # no namespace/CRD watching: least privilege
     op = OperatorSettings.from_env()
     registry = Registry(runtime=JobRuntime(op.data_dir), kube=KubeClient(), settings=op)
-    api = DataApi(registry.runtime, registry.exists, registry.wake)
-    registry.http = await start_server(api.app(), op.http_host, op.http_port)
+
+    def job_state(namespace: str, name: str) -> str | None:
+        controller = registry.controllers.get(job_id(namespace, name))
+        status = controller.status if controller is not None else None
+        return status.state.value if status is not None and status.state is not None else None
+
+    api = DataApi(
+        registry.runtime,
+        Authorizer(registry.kube),
+        StateRequests(registry.kube),
+        registry.exists,
+        job_state,
+        registry.wake,
+        op.max_body_bytes,
+    )
+    ssl_context = None
+    if op.tls_enabled:
+        cert, key = op.tls_cert, op.tls_key
+        if cert is None or key is None:
+            cert, key = generated_pair(op.data_dir / "tls", op.tls_names)
+        ssl_context = server_context(cert, key)
+    registry.http = await start_server(api.app(), op.http_host, op.http_port, ssl_context)
     memo["registry"] = registry
 
 

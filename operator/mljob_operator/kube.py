@@ -102,8 +102,9 @@ class KubeClient:
             _content_type="application/json-patch+json",
         )
 
-    async def patch_job(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
-        await self._call(
+    async def patch_job(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        """Merge-patch the MLJob; returns the object as stored (with its new generation)."""
+        obj = await self._call(
             self._custom.patch_namespaced_custom_object,
             GROUP,
             VERSION,
@@ -113,6 +114,7 @@ class KubeClient:
             patch,
             _content_type="application/merge-patch+json",
         )
+        return cast(dict[str, Any], obj)
 
     async def review_token(self, token: str) -> dict[str, Any]:
         body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview"}

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_HTTP_ADDR = "127.0.0.1:8080"
+DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
+OFF_WORDS = {"off", "false", "0", "no"}
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,19 @@ class OperatorSettings:
     step_delay_s: float
     """Fault injection: sleep this long before each housekeeping step, to make a close slow
     on purpose (`MLJOB_FAULT_STEP_DELAY`). Never set in production."""
+    tls_enabled: bool = True
+    """Serve the data API over HTTPS (default). `MLJOB_TLS=off` serves plain HTTP, for a
+    local run behind something else that terminates TLS only."""
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    """PEM certificate and key (`MLJOB_TLS_CERT`, `MLJOB_TLS_KEY`, e.g. a mounted
+    kubernetes.io/tls Secret). Without them a self-signed pair is generated under
+    `<data dir>/tls/` at start and reused while valid."""
+    tls_names: tuple[str, ...] = ()
+    """Extra DNS names or IPs for a generated certificate (`MLJOB_TLS_SANS`, comma list,
+    e.g. the Service's DNS name)."""
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    """Largest accepted request body (`MLJOB_HTTP_MAX_BODY`, bytes); larger ones get 413."""
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> OperatorSettings:
@@ -43,4 +58,15 @@ class OperatorSettings:
             status_interval_s=float(values.get("MLJOB_STATUS_INTERVAL", "2")),
             fault_kill_at=values.get("MLJOB_FAULT_KILL_AT") or None,
             step_delay_s=float(values.get("MLJOB_FAULT_STEP_DELAY", "0")),
+            tls_enabled=values.get("MLJOB_TLS", "on").strip().lower() not in OFF_WORDS,
+            tls_cert=_path(values.get("MLJOB_TLS_CERT")),
+            tls_key=_path(values.get("MLJOB_TLS_KEY")),
+            tls_names=tuple(
+                n.strip() for n in values.get("MLJOB_TLS_SANS", "").split(",") if n.strip()
+            ),
+            max_body_bytes=int(values.get("MLJOB_HTTP_MAX_BODY", str(DEFAULT_MAX_BODY_BYTES))),
         )
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None

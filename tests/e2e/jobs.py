@@ -99,12 +99,20 @@ def event_series(
     return records
 
 
-def post(op: OperatorProcess, namespace: str, name: str, body: bytes) -> tuple[int, Any]:
-    return op.request("POST", f"/v1/namespaces/{namespace}/mljobs/{name}/data", body)
+def post(
+    op: OperatorProcess, namespace: str, name: str, body: bytes, token: str | None = None
+) -> tuple[int, Any]:
+    """POST data as `token`, by default the mljob-admin ServiceAccount's."""
+    path = f"/v1/namespaces/{namespace}/mljobs/{name}/data"
+    return op.request("POST", path, body, token=token or op.token)
 
 
-def api_get(op: OperatorProcess, namespace: str, name: str, path: str) -> Any:
-    code, payload = op.request("GET", f"/v1/namespaces/{namespace}/mljobs/{name}/{path}")
+def api_get(
+    op: OperatorProcess, namespace: str, name: str, path: str, token: str | None = None
+) -> Any:
+    code, payload = op.request(
+        "GET", f"/v1/namespaces/{namespace}/mljobs/{name}/{path}", token=token or op.token
+    )
     assert code == 200, (code, payload)
     return payload
 

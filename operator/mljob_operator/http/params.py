@@ -6,18 +6,30 @@ answers as 400; nothing here knows aiohttp.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from datetime import datetime
+import fnmatch
+import re
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
 
-from mljob_operator.store.base import ResultsQuery
+from mljob_operator.api import parse_duration
+from mljob_operator.store.base import ResultsQuery, SnapshotQuery
 
 MAX_PAGE_SIZE = 10_000
+MAX_OFFSET = 1_000_000_000
+MAX_EPOCH_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+MAX_WAIT = timedelta(hours=24)
+ALL = "_all"
+NAME_EXPRESSION = re.compile(r"^[a-z0-9*]([-a-z0-9.*]{0,251}[a-z0-9*])?$")
 TRUE_WORDS = {"true", "1", "yes", ""}
 FALSE_WORDS = {"false", "0", "no"}
 
 
 class BadRequest(ValueError):
     """A request the client must fix (answered 400)."""
+
+
+class NoMatch(LookupError):
+    """A job name expression matched no MLJob (answered 404)."""
 
 
 def parse_bool(params: Mapping[str, str], name: str, default: bool = False) -> bool:
@@ -63,15 +75,67 @@ def parse_time_ms(params: Mapping[str, str], name: str) -> int | None:
     if name not in params:
         return None
     raw = params[name].strip()
-    if raw.lstrip("-").isdigit():
-        return int(raw)
+    if raw.lstrip("-").isascii() and raw.lstrip("-").isdigit():
+        if len(raw) > 20:
+            raise BadRequest(f"{name} is out of range: {raw[:40]!r}")
+        value = int(raw)
+    else:
+        try:
+            parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        except ValueError:
+            raise BadRequest(f"{name} must be epoch ms or ISO 8601, got {raw!r}") from None
+        if parsed.tzinfo is None:
+            raise BadRequest(f"{name} must carry a time zone (e.g. Z), got {raw!r}")
+        try:
+            value = int(parsed.timestamp() * 1000)
+        except (OverflowError, ValueError):
+            raise BadRequest(f"{name} is out of range: {raw!r}") from None
+    if not 0 <= value <= MAX_EPOCH_MS:
+        raise BadRequest(f"{name} must be between 1970 and 9999, got {raw!r}")
+    return value
+
+
+def parse_wait(params: Mapping[str, str], name: str, default: timedelta) -> timedelta:
+    """A duration such as `30m` or `90s` (the seed's time units), at most `MAX_WAIT`."""
+    if name not in params:
+        return default
     try:
-        parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise BadRequest(f"{name} must be epoch ms or ISO 8601, got {raw!r}") from None
-    if parsed.tzinfo is None:
-        raise BadRequest(f"{name} must carry a time zone (e.g. Z), got {raw!r}")
-    return int(parsed.timestamp() * 1000)
+        value = parse_duration(params[name].strip())
+    except (ValueError, OverflowError) as err:
+        raise BadRequest(f"{name}: {err}") from None
+    if value > MAX_WAIT:
+        raise BadRequest(f"{name} must be at most 24h, got {params[name]!r}")
+    return value
+
+
+def select_names(expression: str, existing: Iterable[str], allow_no_match: bool) -> list[str]:
+    """The seed's job selection: a comma list of names and `*` patterns, or `_all`.
+
+    A plain name that does not exist is always an error; a pattern (or `_all`) that
+    matches nothing is one only when `allow_no_match` is false.
+    """
+    names = sorted(set(existing))
+    parts = [p.strip() for p in expression.split(",")]
+    if not expression.strip() or any(not p for p in parts):
+        raise BadRequest(f"empty job name in {expression!r}")
+    chosen: dict[str, None] = {}
+    for part in parts:
+        pattern = "*" if part == ALL else part
+        if pattern != "*" and not NAME_EXPRESSION.match(pattern):
+            raise BadRequest(
+                f"{part!r} is not a job name or pattern (lowercase letters, digits, '-', "
+                "'.', '*'), nor _all"
+            )
+        if "*" not in pattern:
+            if pattern not in names:
+                raise NoMatch(f"no MLJob named {pattern!r}")
+            chosen[pattern] = None
+            continue
+        matched = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+        if not matched and not allow_no_match:
+            raise NoMatch(f"no MLJob matches {part!r} (allowNoMatch=false)")
+        chosen.update(dict.fromkeys(matched))
+    return list(chosen)
 
 
 def results_query(params: Mapping[str, str], score_param: str) -> ResultsQuery:
@@ -86,6 +150,20 @@ def results_query(params: Mapping[str, str], score_param: str) -> ResultsQuery:
         exclude_interim=parse_bool(params, "excludeInterim"),
         sort=params.get("sort"),
         desc=parse_bool(params, "desc"),
-        from_=parse_int(params, "from", 0),
+        from_=parse_int(params, "from", 0, hi=MAX_OFFSET),
+        size=parse_int(params, "size", 100, lo=0, hi=MAX_PAGE_SIZE),
+    )
+
+
+def snapshots_query(params: Mapping[str, str]) -> SnapshotQuery:
+    start, end = parse_time_ms(params, "start"), parse_time_ms(params, "end")
+    if start is not None and end is not None and end < start:
+        raise BadRequest("end must not be before start")
+    return SnapshotQuery(
+        start_ms=start,
+        end_ms=end,
+        sort=params.get("sort"),
+        desc=parse_bool(params, "desc"),
+        from_=parse_int(params, "from", 0, hi=MAX_OFFSET),
         size=parse_int(params, "size", 100, lo=0, hi=MAX_PAGE_SIZE),
     )

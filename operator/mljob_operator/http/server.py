@@ -1,9 +1,11 @@
 """The data and results API, an aiohttp app on kopf's own event loop.
 
-Paths are fixed by the API (`/v1/namespaces/{ns}/mljobs/{name}/...`). Data goes to the
-engine job this process holds open; a job that exists but is not open answers 409 with a
-message saying so, and results of closed jobs stay readable. Every error is JSON:
-`{"error": {"status": N, "reason": ..., "message": ...}}`.
+Paths are fixed by the API (`/v1/namespaces/{ns}/mljobs/{name}/...`); `openapi.py`
+describes each one. Every job route is authenticated and authorized before anything else
+is looked at (so an unauthorized caller cannot probe which jobs exist), then the job must
+be one this operator reconciles (404 otherwise). Data goes to the engine job this process
+holds open; a job that exists but is not open answers 409 saying it is closed, while its
+results and snapshots stay readable. Close and open go through the apiserver (`desired`).
 """
 
 from __future__ import annotations
@@ -11,159 +13,348 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
+import orjson
 from aiohttp import web
 
-from mljob_operator.http.params import BadRequest, parse_bool, parse_time_ms, results_query
+from mljob_operator.api import JobState
+from mljob_operator.api.permissions import (
+    FORCE_CLOSE,
+    OPEN_CLOSE,
+    POST_DATA,
+    READ_RESULTS,
+    READ_SNAPSHOTS,
+    Permission,
+)
+from mljob_operator.engine.errors import DataFormatError, JobClosedError
+from mljob_operator.engine.job import JobNotClosedError, revert_to_snapshot
+from mljob_operator.http.auth import Authorizer, User
+from mljob_operator.http.desired import StateRequests
+from mljob_operator.http.errors import (
+    Conflict,
+    JobNotOpen,
+    NotFound,
+    PayloadTooLarge,
+    errors_as_json,
+)
+from mljob_operator.http.openapi import openapi_document
+from mljob_operator.http.params import (
+    BadRequest,
+    NoMatch,
+    parse_bool,
+    parse_time_ms,
+    parse_wait,
+    results_query,
+    select_names,
+    snapshots_query,
+)
 from mljob_operator.runtime import JobNotOpenError, JobRuntime
-from mljob_operator.store.base import StoreError
+from mljob_operator.store.base import ActiveSnapshotError, NotFoundError, StoreError
 
 log = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 64 * 1024 * 1024
 JOB_PATH = "/v1/namespaces/{namespace}/mljobs/{name}"
+CLOSE_PATH = "/v1/namespaces/{namespace}/mljobs/{names}/close"
+SNAPSHOT_PATH = JOB_PATH + "/modelsnapshots/{snapshotId}"
+DEFAULT_WAIT = timedelta(minutes=30)
+MANAGE_SNAPSHOTS = OPEN_CLOSE
+"""Changing, reverting or deleting model snapshots manages the job's model, which the
+roles tie to the right to open and close it (mljob-editor and mljob-admin)."""
 
 JobExists = Callable[[str, str], bool]
-"""(namespace, name) → whether the MLJob exists (the operator's registry knows)."""
+"""(namespace, name) → whether this operator reconciles that MLJob."""
+JobStateOf = Callable[[str, str], str | None]
+"""(namespace, name) → the `status.state` the controller last wrote, if any."""
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def error_body(status: int, reason: str, message: str) -> dict[str, Any]:
-    return {"error": {"status": status, "reason": reason, "message": message}}
-
-
-def json_error(status: int, reason: str, message: str) -> web.Response:
-    return web.json_response(error_body(status, reason, message), status=status)
-
-
-@web.middleware
-async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except BadRequest as err:
-        return json_error(400, "BadRequest", str(err))
-    except web.HTTPRequestEntityTooLarge:
-        return json_error(413, "RequestEntityTooLarge", f"body larger than {MAX_BODY_BYTES} bytes")
-    except web.HTTPException as err:
-        if err.status >= 400:
-            return json_error(err.status, err.reason, err.text or err.reason)
-        raise
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return json_error(500, "InternalError", "internal error; see the operator log")
-
-
 class DataApi:
-    def __init__(self, runtime: JobRuntime, job_exists: JobExists, wake: Callable[[str], None]):
+    def __init__(
+        self,
+        runtime: JobRuntime,
+        auth: Authorizer,
+        desired: StateRequests,
+        job_exists: JobExists,
+        job_state: JobStateOf,
+        wake: Callable[[str], None],
+        max_body_bytes: int,
+    ) -> None:
         self.runtime = runtime
+        self.auth = auth
+        self.desired = desired
         self.job_exists = job_exists
+        self.job_state = job_state
         self.wake = wake
+        self.max_body_bytes = max_body_bytes
+        self._openapi = orjson.dumps(openapi_document(max_body_bytes))
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[errors_as_json])
-        app.router.add_post(JOB_PATH + "/data", self.post_data)
-        app.router.add_post(JOB_PATH + "/flush", self.flush)
-        app.router.add_get(JOB_PATH + "/results/buckets", self.buckets)
-        app.router.add_get(JOB_PATH + "/results/records", self.records)
-        app.router.add_get(JOB_PATH + "/modelsnapshots", self.snapshots)
-        app.router.add_get(JOB_PATH + "/stats", self.stats)
-        app.router.add_get("/healthz", self.healthz)
+        app = web.Application(
+            client_max_size=self.max_body_bytes,
+            middlewares=[errors_as_json(self.max_body_bytes)],
+        )
+        r = app.router
+        r.add_get("/healthz", self.healthz)
+        r.add_get("/openapi.json", self.openapi)
+        r.add_post(JOB_PATH + "/data", self._guard(POST_DATA, "post data", self.post_data))
+        r.add_post(JOB_PATH + "/flush", self._guard(POST_DATA, "flush", self.flush))
+        r.add_post(JOB_PATH + "/open", self._guard(OPEN_CLOSE, "open the job", self.open))
+        r.add_post(CLOSE_PATH, self.close)
+        r.add_get(
+            JOB_PATH + "/results/buckets",
+            self._guard(READ_RESULTS, "read results", self.buckets),
+        )
+        r.add_get(
+            JOB_PATH + "/results/records",
+            self._guard(READ_RESULTS, "read results", self.records),
+        )
+        r.add_get(JOB_PATH + "/stats", self._guard(READ_RESULTS, "read stats", self.stats))
+        r.add_get(
+            JOB_PATH + "/modelsnapshots",
+            self._guard(READ_SNAPSHOTS, "list model snapshots", self.snapshots),
+        )
+        r.add_get(
+            SNAPSHOT_PATH, self._guard(READ_SNAPSHOTS, "read a model snapshot", self.snapshot)
+        )
+        r.add_post(
+            SNAPSHOT_PATH + "/_update",
+            self._guard(MANAGE_SNAPSHOTS, "update a model snapshot", self.update_snapshot),
+        )
+        r.add_post(
+            SNAPSHOT_PATH + "/_revert",
+            self._guard(MANAGE_SNAPSHOTS, "revert to a model snapshot", self.revert_snapshot),
+        )
+        r.add_delete(
+            SNAPSHOT_PATH,
+            self._guard(MANAGE_SNAPSHOTS, "delete a model snapshot", self.delete_snapshot),
+        )
         return app
 
-    def _job(self, request: web.Request) -> str:
-        namespace, name = request.match_info["namespace"], request.match_info["name"]
-        if not self.job_exists(namespace, name):
-            raise web.HTTPNotFound(text=f"MLJob {namespace}/{name} not found")
-        return f"{namespace}/{name}"
+    # -- plumbing ------------------------------------------------------------------
 
-    def _not_open(self, job_id: str) -> web.Response:
-        return json_error(
-            409,
-            "JobNotOpen",
+    def _guard(self, permission: Permission, action: str, handler: Handler) -> Handler:
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            user = await self.auth.authenticate(request.headers.get("Authorization"))
+            namespace, name = request.match_info["namespace"], request.match_info["name"]
+            await self.auth.require(user, permission, namespace, name, action)
+            if not self.job_exists(namespace, name):
+                raise NotFound(f"MLJob {namespace}/{name} not found")
+            return await handler(request)
+
+        return guarded
+
+    @staticmethod
+    def _job(request: web.Request) -> str:
+        return f"{request.match_info['namespace']}/{request.match_info['name']}"
+
+    @staticmethod
+    def _not_open(job_id: str) -> JobNotOpen:
+        return JobNotOpen(
             f"MLJob {job_id} is closed (or not yet open) and takes no data; set "
-            "spec.state: opened to reopen it. Its results stay readable.",
+            "spec.state: opened (or POST .../open) to reopen it. Its results stay readable."
         )
+
+    async def _store(self, fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except NotFoundError as err:
+            raise NotFound(str(err).strip("'\"")) from err
+        except ActiveSnapshotError as err:
+            raise Conflict(f"{err}; it cannot be deleted (revert to another one first)") from err
+        except StoreError as err:
+            raise BadRequest(str(err)) from err
+
+    async def _body(self, request: web.Request) -> bytes:
+        length = request.content_length
+        if length is not None and length > self.max_body_bytes:
+            raise PayloadTooLarge(f"body of {length} bytes is over the {self.max_body_bytes} limit")
+        return await request.read()
+
+    # -- unauthenticated -------------------------------------------------------------
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
+    async def openapi(self, request: web.Request) -> web.Response:
+        return web.Response(body=self._openapi, content_type="application/json")
+
+    # -- data ------------------------------------------------------------------------
+
     async def post_data(self, request: web.Request) -> web.Response:
         job_id = self._job(request)
         if not self.runtime.is_accepting(job_id):
-            return self._not_open(job_id)
-        body = await request.read()
+            raise self._not_open(job_id)
+        body = await self._body(request)
         if not body.strip():
             raise BadRequest("empty body: send NDJSON or a JSON array of records")
         try:
             counts = await self.runtime.post_data(job_id, body)
-        except JobNotOpenError:
-            return self._not_open(job_id)
+        except (JobNotOpenError, JobClosedError):
+            raise self._not_open(job_id) from None
+        except DataFormatError as err:
+            raise BadRequest(f"malformed body: {err}") from err
         self.wake(job_id)
         return web.json_response(counts, status=202)
 
     async def flush(self, request: web.Request) -> web.Response:
         job_id = self._job(request)
         q = request.query
+        calc_interim = parse_bool(q, "calcInterim")
+        advance, skip = parse_time_ms(q, "advanceTime"), parse_time_ms(q, "skipTime")
         try:
-            result = await self.runtime.flush(
-                job_id,
-                parse_bool(q, "calcInterim"),
-                parse_time_ms(q, "advanceTime"),
-                parse_time_ms(q, "skipTime"),
-            )
-        except JobNotOpenError:
-            return self._not_open(job_id)
+            result = await self.runtime.flush(job_id, calc_interim, advance, skip)
+        except (JobNotOpenError, JobClosedError):
+            raise self._not_open(job_id) from None
         self.wake(job_id)
         return web.json_response(result)
 
+    # -- desired state ---------------------------------------------------------------
+
+    async def open(self, request: web.Request) -> web.Response:
+        namespace, name = request.match_info["namespace"], request.match_info["name"]
+        timeout = parse_wait(request.query, "timeout", DEFAULT_WAIT)
+        await self.desired.apply(namespace, [name], JobState.OPENED, timeout)
+        return web.json_response({"opened": True})
+
+    async def close(self, request: web.Request) -> web.Response:
+        user = await self.auth.authenticate(request.headers.get("Authorization"))
+        namespace, expression = request.match_info["namespace"], request.match_info["names"]
+        q = request.query
+        force = parse_bool(q, "force")
+        allow_no_match = parse_bool(q, "allowNoMatch", default=True)
+        timeout = parse_wait(q, "timeout", DEFAULT_WAIT)
+        names = await self._select(user, namespace, expression, allow_no_match)
+        for name in names:
+            await self.auth.require(user, OPEN_CLOSE, namespace, name, "close the job")
+            if force:
+                await self.auth.require(user, FORCE_CLOSE, namespace, name, "force-close the job")
+        if names:
+            await self.desired.apply(namespace, names, JobState.CLOSED, timeout, force=force)
+        return web.json_response({"closed": True})
+
+    async def _select(
+        self, user: User, namespace: str, expression: str, allow_no_match: bool
+    ) -> list[str]:
+        """Resolve the names; a caller who may not close a plainly named job learns 403
+        before whether it exists."""
+        plain = [p.strip() for p in expression.split(",") if p.strip() and "*" not in p]
+        for name in plain:
+            if name != "_all":
+                await self.auth.require(user, OPEN_CLOSE, namespace, name, "close the job")
+        existing = [n for n in await self.desired.names(namespace) if self.job_exists(namespace, n)]
+        try:
+            return select_names(expression, existing, allow_no_match)
+        except NoMatch as err:
+            raise NotFound(f"{err} in namespace {namespace}") from err
+
+    # -- results ---------------------------------------------------------------------
+
     async def buckets(self, request: web.Request) -> web.Response:
-        job_id = self._job(request)
         query = results_query(request.query, "anomalyScore")
-        count, items = await self._store(self.runtime.store.query_buckets, job_id, query)
+        count, items = await self._store(
+            self.runtime.store.query_buckets, self._job(request), query
+        )
         return web.json_response({"count": count, "buckets": [b.to_api() for b in items]})
 
     async def records(self, request: web.Request) -> web.Response:
-        job_id = self._job(request)
         query = results_query(request.query, "recordScore")
-        count, items = await self._store(self.runtime.store.query_records, job_id, query)
+        count, items = await self._store(
+            self.runtime.store.query_records, self._job(request), query
+        )
         return web.json_response({"count": count, "records": [r.to_api() for r in items]})
-
-    async def snapshots(self, request: web.Request) -> web.Response:
-        job_id = self._job(request)
-        snaps = await self._store(self.runtime.store.all_snapshots, job_id)
-        items = [s.to_api() for s in snaps]
-        return web.json_response({"count": len(items), "modelSnapshots": items})
 
     async def stats(self, request: web.Request) -> web.Response:
         job_id = self._job(request)
+        row = await self._store(self.runtime.store.get_job, job_id)
         live = self.runtime.stats(job_id)
         if live is None:
-            row = await self._store(self.runtime.store.get_job, job_id)
             live = (row.data_counts.to_api(), row.model_size_stats.to_api()) if row else ({}, {})
         counts, sizes = live
+        namespace, name = request.match_info["namespace"], request.match_info["name"]
         return web.json_response(
             {
                 "jobId": job_id,
+                "state": self.job_state(namespace, name),
                 "open": self.runtime.is_accepting(job_id),
+                "modelSnapshotId": row.active_snapshot_id if row else None,
                 "dataCounts": counts,
                 "modelSizeStats": sizes,
             }
         )
 
-    async def _store(self, fn: Callable[..., Any], *args: Any) -> Any:
+    # -- model snapshots -------------------------------------------------------------
+
+    async def snapshots(self, request: web.Request) -> web.Response:
+        query = snapshots_query(request.query)
+        count, snaps = await self._store(
+            self.runtime.store.list_snapshots, self._job(request), query
+        )
+        return web.json_response({"count": count, "modelSnapshots": [s.to_api() for s in snaps]})
+
+    async def _snapshot(self, request: web.Request) -> Any:
+        job_id, snapshot_id = self._job(request), request.match_info["snapshotId"]
+        snap = await self._store(self.runtime.store.get_snapshot, job_id, snapshot_id)
+        if snap is None:
+            raise NotFound(f"no model snapshot {snapshot_id!r} for MLJob {job_id}")
+        return snap
+
+    async def snapshot(self, request: web.Request) -> web.Response:
+        return web.json_response({"model": (await self._snapshot(request)).to_api()})
+
+    async def update_snapshot(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
         try:
-            return await asyncio.to_thread(fn, *args)
-        except StoreError as err:
-            raise BadRequest(str(err)) from err
+            update = orjson.loads(body)
+        except orjson.JSONDecodeError as err:
+            raise BadRequest(f"the body must be a JSON object: {err}") from None
+        if not isinstance(update, dict) or set(update) != {"retain"}:
+            raise BadRequest('the body must be {"retain": true|false}')
+        if not isinstance(update["retain"], bool):
+            raise BadRequest("retain must be true or false")
+        job_id, snapshot_id = self._job(request), request.match_info["snapshotId"]
+        snap = await self._store(
+            self.runtime.store.set_snapshot_retain, job_id, snapshot_id, update["retain"]
+        )
+        return web.json_response({"acknowledged": True, "model": snap.to_api()})
+
+    async def revert_snapshot(self, request: web.Request) -> web.Response:
+        namespace, name = request.match_info["namespace"], request.match_info["name"]
+        job_id, snapshot_id = self._job(request), request.match_info["snapshotId"]
+        delete_results = parse_bool(request.query, "deleteInterveningResults")
+        await self._snapshot(request)
+        state = self.job_state(namespace, name)
+        if state != JobState.CLOSED or self.runtime.is_loaded(job_id):
+            raise Conflict(
+                f"MLJob {job_id} is {state or 'not closed'}; close it before reverting its model"
+            )
+        try:
+            snap = await self._store(
+                lambda: revert_to_snapshot(
+                    self.runtime.store,
+                    job_id,
+                    snapshot_id,
+                    delete_intervening_results=delete_results,
+                )
+            )
+        except JobNotClosedError as err:
+            raise Conflict(str(err)) from err
+        return web.json_response({"model": snap.to_api()})
+
+    async def delete_snapshot(self, request: web.Request) -> web.Response:
+        job_id, snapshot_id = self._job(request), request.match_info["snapshotId"]
+        await self._store(self.runtime.store.delete_snapshot, job_id, snapshot_id)
+        return web.json_response({"acknowledged": True})
 
 
-async def start_server(app: web.Application, host: str, port: int) -> web.AppRunner:
+async def start_server(
+    app: web.Application, host: str, port: int, ssl_context: Any = None
+) -> web.AppRunner:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
     await site.start()
-    log.info("data API listening on http://%s:%d", host, port)
+    scheme = "https" if ssl_context is not None else "http"
+    log.info("data API listening on %s://%s:%d", scheme, host, port)
     return runner

@@ -1,0 +1,143 @@
+"""Who is calling, and may they: bearer tokens checked by the apiserver, not by us.
+
+The data API is served by the operator, so the apiserver never sees its requests; instead
+each token goes through a TokenReview and each action through a SubjectAccessReview on
+`mljobs/<subresource>` (see `api.permissions`), exactly as an aggregated API server does.
+Both answers are cached for a few seconds (denials and rejected tokens for less), keyed by
+a hash of the token and by the full (user, permission, namespace, name) tuple, so a busy
+data pipeline costs the apiserver a couple of reviews per TTL rather than one per post.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from cachetools import TLRUCache
+
+from mljob_operator.api import GROUP, PLURAL
+from mljob_operator.api.permissions import Permission
+from mljob_operator.http.errors import Forbidden, Unauthorized, Unavailable
+from mljob_operator.kube import KubeError
+
+ALLOWED_TTL_S = 10.0
+DENIED_TTL_S = 2.0
+CACHE_SIZE = 4096
+
+
+class Reviewer(Protocol):
+    """The two apiserver calls this module needs (`kube.KubeClient` implements them)."""
+
+    async def review_token(self, token: str) -> dict[str, Any]: ...
+
+    async def review_access(self, spec: dict[str, Any]) -> bool: ...
+
+
+@dataclass(frozen=True)
+class User:
+    username: str
+    uid: str = ""
+    groups: tuple[str, ...] = ()
+    extra: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    @classmethod
+    def from_review(cls, user: dict[str, Any]) -> User:
+        extra = user.get("extra") or {}
+        return cls(
+            username=str(user.get("username", "")),
+            uid=str(user.get("uid") or ""),
+            groups=tuple(user.get("groups") or ()),
+            extra=tuple(sorted((k, tuple(v or ())) for k, v in extra.items())),
+        )
+
+
+def bearer_token(header: str | None) -> str:
+    if not header:
+        raise Unauthorized("missing bearer token: send 'Authorization: Bearer <token>'")
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("the Authorization header must be 'Bearer <token>'")
+    return token.strip()
+
+
+def _ttl(allowed_ttl: float, denied_ttl: float) -> Callable[[Any, Any, float], float]:
+    def ttu(_key: Any, value: Any, now: float) -> float:
+        return now + (allowed_ttl if value else denied_ttl)
+
+    return ttu
+
+
+class Authorizer:
+    def __init__(
+        self,
+        reviewer: Reviewer,
+        allowed_ttl: float = ALLOWED_TTL_S,
+        denied_ttl: float = DENIED_TTL_S,
+        maxsize: int = CACHE_SIZE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.reviewer = reviewer
+        ttu = _ttl(allowed_ttl, denied_ttl)
+        self._users: TLRUCache[str, User | None] = TLRUCache(maxsize, ttu=ttu, timer=clock)
+        self._decisions: TLRUCache[tuple[Any, ...], bool] = TLRUCache(maxsize, ttu=ttu, timer=clock)
+
+    async def authenticate(self, header: str | None) -> User:
+        token = bearer_token(header)
+        key = hashlib.sha256(token.encode()).hexdigest()
+        if key in self._users:
+            user = self._users[key]
+        else:
+            try:
+                review = await self.reviewer.review_token(token)
+            except KubeError as err:
+                raise Unavailable(f"cannot review the token with the apiserver: {err}") from err
+            ok = bool(review.get("authenticated")) and bool(review.get("user"))
+            user = User.from_review(review["user"]) if ok else None
+            self._users[key] = user
+        if user is None:
+            raise Unauthorized("the bearer token was rejected by the apiserver (TokenReview)")
+        return user
+
+    async def allowed(self, user: User, permission: Permission, namespace: str, name: str) -> bool:
+        key = (user, permission, namespace, name)
+        if key in self._decisions:
+            return self._decisions[key]
+        spec = {
+            "user": user.username,
+            "uid": user.uid,
+            "groups": list(user.groups),
+            "extra": {k: list(v) for k, v in user.extra},
+            "resourceAttributes": {
+                "namespace": namespace,
+                "name": name,
+                "group": GROUP,
+                "resource": PLURAL,
+                "subresource": permission.subresource,
+                "verb": permission.verb,
+            },
+        }
+        try:
+            decision = await self.reviewer.review_access(spec)
+        except KubeError as err:
+            raise Unavailable(f"cannot check access with the apiserver: {err}") from err
+        self._decisions[key] = decision
+        return decision
+
+    async def require(
+        self, user: User, permission: Permission, namespace: str, name: str, action: str
+    ) -> None:
+        if not await self.allowed(user, permission, namespace, name):
+            raise Forbidden(describe_denial(user, permission, namespace, name, action))
+
+
+def describe_denial(
+    user: User, permission: Permission, namespace: str, name: str, action: str
+) -> str:
+    return (
+        f'{user.username} cannot {action}: needs "{permission.verb}" on '
+        f'"{PLURAL}/{permission.subresource}" in API group "{GROUP}" for '
+        f"{namespace}/{name}"
+    )
