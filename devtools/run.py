@@ -11,10 +11,12 @@ until Ctrl-C.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from devtools.controlplane import REPO_ROOT, ControlPlane
@@ -108,7 +110,7 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    root = REPO_ROOT / ".run"
+    root = Path(os.environ.get("MLJOB_RUN_DIR", REPO_ROOT / ".run"))
     if root.exists():
         shutil.rmtree(root)
     root.mkdir()
