@@ -1,0 +1,205 @@
+"""The aiohttp app in-process: error shapes, check order, OpenAPI coverage, TLS material.
+
+The apiserver's reviews are answered by a stand-in here; the real ones are exercised end
+to end in tests/e2e/test_api_*.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from cryptography import x509
+
+from mljob_operator.http.auth import Authorizer
+from mljob_operator.http.desired import StateRequests
+from mljob_operator.http.openapi import openapi_document
+from mljob_operator.http.server import DataApi
+from mljob_operator.http.tls import generated_pair, server_context
+from mljob_operator.runtime import JobRuntime
+from mljob_operator.settings import OperatorSettings
+
+JOB = "/v1/namespaces/ns/mljobs/web-1"
+TOKENS = {"viewer": {"results", "snapshots"}, "editor": {"results", "snapshots", "data", "close"}}
+
+
+class Reviews:
+    async def review_token(self, token: str) -> dict[str, Any]:
+        if token in TOKENS:
+            return {"authenticated": True, "user": {"username": token}}
+        return {"authenticated": False}
+
+    async def review_access(self, spec: dict[str, Any]) -> bool:
+        return spec["resourceAttributes"]["subresource"] in TOKENS[spec["user"]]
+
+
+class NoJobs:
+    async def get_job(self, namespace: str, name: str) -> dict[str, Any]:
+        raise AssertionError("not reached")
+
+    async def list_jobs(self, namespace: str) -> list[dict[str, Any]]:
+        return [{"metadata": {"name": "web-1"}}]
+
+    async def patch_job(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        raise AssertionError("not reached")
+
+
+Call = Callable[..., Awaitable[tuple[int, Any]]]
+
+
+def with_client(tmp_path: Path, test: Callable[[Call], Awaitable[None]]) -> None:
+    async def main() -> None:
+        runtime = JobRuntime(tmp_path)
+        api = DataApi(
+            runtime,
+            Authorizer(Reviews()),
+            StateRequests(NoJobs()),
+            lambda ns, name: (ns, name) == ("ns", "web-1"),
+            lambda ns, name: "closed",
+            lambda key: None,
+            max_body_bytes=1024,
+        )
+        async with TestClient(TestServer(api.app())) as client:
+
+            async def call(
+                method: str, path: str, token: str | None = None, **kwargs: Any
+            ) -> tuple[int, Any]:
+                headers = {"Authorization": f"Bearer {token}"} if token else {}
+                resp = await client.request(method, path, headers=headers, **kwargs)
+                assert resp.content_type == "application/json"
+                return resp.status, await resp.json()
+
+            await test(call)
+        runtime.close()
+
+    asyncio.run(main())
+
+
+def test_check_order_and_json_errors(tmp_path: Path) -> None:
+    async def test(call: Call) -> None:
+        code, body = await call("POST", JOB + "/data", data=b'{"time": 1}')
+        assert code == 401
+        assert body["error"]["reason"] == "Unauthorized"
+        assert (await call("POST", JOB + "/data", "nobody", data=b"{}"))[0] == 401
+        code, body = await call("POST", JOB + "/data", "viewer", data=b"{}")
+        assert code == 403
+        assert '"create" on "mljobs/data"' in body["error"]["message"]
+        code, body = await call("POST", "/v1/namespaces/ns/mljobs/nope/data", "editor", data=b"{}")
+        assert (code, body["error"]["reason"]) == (404, "NotFound")
+        code, body = await call("POST", JOB + "/data", "editor", data=b'{"time": 1}')
+        assert code == 409
+        assert "closed" in body["error"]["message"]
+        code, body = await call("GET", JOB + "/results/buckets", "viewer")
+        assert (code, body) == (200, {"count": 0, "buckets": []})
+        code, body = await call("GET", JOB + "/results/buckets?size=x", "viewer")
+        assert code == 400
+        assert "size" in body["error"]["message"]
+        code, body = await call("GET", "/nowhere")
+        assert code == 404
+        code, body = await call("PUT", JOB + "/data", "editor")
+        assert code == 405
+
+    with_client(tmp_path, test)
+
+
+def test_close_by_pattern_checks_existence_and_allow_no_match(tmp_path: Path) -> None:
+    async def test(call: Call) -> None:
+        code, body = await call("POST", "/v1/namespaces/ns/mljobs/api-*/close", "editor")
+        assert (code, body) == (200, {"closed": True})
+        path = "/v1/namespaces/ns/mljobs/api-*/close?allowNoMatch=false"
+        code, body = await call("POST", path, "editor")
+        assert code == 404
+        assert "api-*" in body["error"]["message"]
+        code, body = await call("POST", "/v1/namespaces/ns/mljobs/web-1/close", "viewer")
+        assert code == 403
+        code, body = await call("POST", "/v1/namespaces/ns/mljobs/web-1/close?timeout=1y", "editor")
+        assert code == 400
+
+    with_client(tmp_path, test)
+
+
+def test_body_limit_is_413(tmp_path: Path) -> None:
+    async def test(call: Call) -> None:
+        code, body = await call("POST", JOB + "/data", "editor", data=b"x" * 2048)
+        assert code in (409, 413)
+        path = JOB + "/modelsnapshots/s1/_update"
+        code, body = await call("POST", path, "editor", data=b" " * 2048)
+        assert code == 413
+        assert body["error"]["reason"] == "RequestEntityTooLarge"
+        code, body = await call("POST", path, "editor", data=b'{"retain": "yes"}')
+        assert code == 400
+        code, body = await call("POST", path, "editor", data=b'{"retain": true')
+        assert code == 400
+        code, body = await call("POST", path, "editor", json={"retain": True})
+        assert code == 404
+
+    with_client(tmp_path, test)
+
+
+def _routes(app: web.Application) -> set[tuple[str, str]]:
+    return {
+        (r.method.lower(), r.resource.canonical)
+        for r in app.router.routes()
+        if r.method != "HEAD" and r.resource is not None
+    }
+
+
+def test_openapi_describes_every_route(tmp_path: Path) -> None:
+    runtime = JobRuntime(tmp_path)
+    api = DataApi(
+        runtime,
+        Authorizer(Reviews()),
+        StateRequests(NoJobs()),
+        lambda ns, name: False,
+        lambda ns, name: None,
+        lambda key: None,
+        max_body_bytes=1024,
+    )
+    doc = openapi_document(1024)
+    documented = {(m, p) for p, ops in doc["paths"].items() for m in ops}
+    served = _routes(api.app())
+    assert documented == served
+    params = doc["components"]["parameters"]
+    for path, ops in doc["paths"].items():
+        for op in ops.values():
+            declared = {
+                params[p["$ref"].rsplit("/", 1)[1]]["name"] if "$ref" in p else p["name"]
+                for p in op.get("parameters", [])
+                if "$ref" in p or p["in"] == "path"
+            }
+            in_path = {seg[1:-1] for seg in path.split("/") if seg.startswith("{")}
+            assert in_path <= declared, (path, in_path, declared)
+            for code, response in op["responses"].items():
+                assert response["description"], (path, code)
+    runtime.close()
+
+
+def test_generated_certificate_is_reused_and_serves(tmp_path: Path) -> None:
+    cert, key = generated_pair(tmp_path / "tls", ("mljob.example.svc",))
+    assert key.stat().st_mode & 0o077 == 0
+    first = cert.read_bytes()
+    assert generated_pair(tmp_path / "tls", ("mljob.example.svc",))[0].read_bytes() == first
+    sans = (
+        x509.load_pem_x509_certificate(first)
+        .extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        .value
+    )
+    assert "mljob.example.svc" in sans.get_values_for_type(x509.DNSName)
+    assert isinstance(server_context(cert, key), ssl.SSLContext)
+    client = ssl.create_default_context(cafile=str(cert))
+    assert client.verify_mode == ssl.CERT_REQUIRED
+    renewed = generated_pair(tmp_path / "tls", ("other.example",))[0].read_bytes()
+    assert renewed != first
+
+
+@pytest.mark.parametrize("value", ["off", "false", "0"])
+def test_tls_can_be_turned_off(value: str) -> None:
+    settings = OperatorSettings.from_env({"MLJOB_TLS": value})
+    assert settings.tls_enabled is False
+    assert OperatorSettings.from_env({}).tls_enabled is True
