@@ -46,13 +46,19 @@ def test_counts_follow_data_at_a_bounded_rate(
     def read_events() -> None:
         assert watch.stdout is not None
         for line in watch.stdout:
-            if line.startswith("MODIFIED"):
+            if line.strip():  # --watch-only: one line per change
                 modified.append(time.monotonic())
 
     reader = threading.Thread(target=read_events, daemon=True)
     reader.start()
-    cp.kubectl("label", "mljob", name, "-n", ns, "probe=1")
-    wait_for(lambda: modified, "the watch to see a probe label change")
+    probes = iter(range(1000))
+
+    def watch_is_live() -> bool:
+        cp.kubectl("label", "mljob", name, "-n", ns, f"probe={next(probes)}", "--overwrite")
+        time.sleep(0.3)  # pacing of the probe loop, not synchronisation
+        return bool(modified)
+
+    wait_for(watch_is_live, "the watch to see a probe label change")
     modified.clear()
     records = event_series(BATCHES * 5)
     per_batch = len(records) // BATCHES
