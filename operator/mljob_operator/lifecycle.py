@@ -98,7 +98,8 @@ def next_step(close: CloseRecord | None) -> CloseStep | None:
 
 
 def spec_fixed(obs: Observation) -> bool:
-    """A job failed for an invalid spec whose spec has changed since: try again."""
+    """A job failed for an invalid spec whose spec has changed since: opening is tried
+    again. (Closing a failed job still takes force, whatever the failure.)"""
     failed = obs.status.condition(ConditionType.FAILED)
     return (
         failed is not None
@@ -114,10 +115,8 @@ def decide(obs: Observation) -> Decision:
     if state is None:
         return Decision(Action.INITIALIZE_CLOSED if want_closed else Action.BEGIN_OPEN)
     if state == JobState.FAILED:
-        if spec_fixed(obs):
-            return Decision(Action.INITIALIZE_CLOSED if want_closed else Action.BEGIN_OPEN)
         if not want_closed:
-            return Decision(Action.NOTHING)
+            return Decision(Action.BEGIN_OPEN if spec_fixed(obs) else Action.NOTHING)
         if force:
             return Decision(Action.FORCE_CLOSE)
         refused = status.condition(ConditionType.CLOSED)

@@ -211,3 +211,23 @@ def test_data_to_unknown_job_is_404(operator: OperatorProcess, namespace: str) -
     code, payload = post(operator, namespace, "nope", b'{"time": 1}')
     assert code == 404
     assert "not found" in payload["error"]["message"]
+
+
+def test_fixing_an_invalid_spec_opens_the_job(
+    control_plane: ControlPlane, namespace: str, operator: OperatorProcess
+) -> None:
+    cp, ns, name = control_plane, namespace, "fixable"
+    cp.kubectl(
+        "apply",
+        "-n",
+        ns,
+        "-f",
+        "-",
+        input=mljob(name, modelSnapshotRetentionDays=1, dailyModelSnapshotRetentionAfterDays=5),
+    )
+    wait_state(cp, ns, name, "failed")
+    fix = '{"spec":{"dailyModelSnapshotRetentionAfterDays":1}}'
+    cp.kubectl("patch", "mljob", name, "-n", ns, "--type=merge", "-p", fix)
+    st = wait_state(cp, ns, name, "opened")
+    assert condition(st, "Failed")["status"] == "False"
+    assert condition(st, "Ready")["status"] == "True"

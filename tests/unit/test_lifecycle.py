@@ -226,6 +226,8 @@ def test_invalid_spec_failure_is_retried_once_the_spec_changes() -> None:
     assert lifecycle.decide(same_generation).action == Action.NOTHING
     edited = Observation(o.spec, failed, 4, None, False, NOW)
     assert lifecycle.decide(edited).action == Action.BEGIN_OPEN
+    closed_instead = Observation(spec("closed"), failed, 4, None, False, NOW)
+    assert lifecycle.decide(closed_instead).action == Action.REFUSE_CLOSE
     engine_failed = lifecycle.failed(o, Reason.ENGINE_ERROR, "disk full")
     assert lifecycle.decide(Observation(o.spec, engine_failed, 4, None, False, NOW)).action == (
         Action.NOTHING
