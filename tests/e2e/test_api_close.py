@@ -4,26 +4,18 @@ the admission policy also enforces, and a timeout that leaves the close going on
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
 from devtools.controlplane import REPO_ROOT, ControlPlane
-from devtools.operatorproc import OPERATOR_USER, OperatorProcess, service_account_token
+from devtools.operatorproc import (
+    OperatorProcess,
+    grant_operator_forceclose,
+    service_account_token,
+)
 from tests.e2e.jobs import condition, event_series, mljob, ndjson, post, status, wait_state
 
 FORCE_CLOSE_POLICY = REPO_ROOT / "manifests" / "admission" / "force-close-policy.yaml"
-OPERATOR_FORCECLOSE = {
-    "apiVersion": "rbac.authorization.k8s.io/v1",
-    "kind": "ClusterRole",
-    "metadata": {"name": "mljob-operator-forceclose"},
-    "rules": [
-        {"apiGroups": ["ml.mljob.dev"], "resources": ["mljobs/forceclose"], "verbs": ["create"]}
-    ],
-}
-"""The operator sets the force-close annotation on behalf of callers it checked hold
-mljobs/forceclose, so the admission policy asks the operator for it too. The shipped
-operator ClusterRole must carry this rule; the test grants it explicitly until then."""
 
 
 def close(op: OperatorProcess, ns: str, names: str, token: str, query: str = "") -> tuple[int, Any]:
@@ -82,14 +74,7 @@ def test_force_close_needs_forceclose_and_passes_the_admission_policy(
 ) -> None:
     cp, ns, op = control_plane, namespace, operator
     cp.kubectl("apply", "-f", str(FORCE_CLOSE_POLICY))
-    cp.kubectl("apply", "-f", "-", input=json.dumps(OPERATOR_FORCECLOSE))
-    cp.kubectl(
-        "create",
-        "clusterrolebinding",
-        f"mljob-operator-forceclose-{ns}",
-        "--clusterrole=mljob-operator-forceclose",
-        f"--user={OPERATOR_USER}",
-    )
+    grant_operator_forceclose(cp)
     editor = service_account_token(cp, ns, "pipeline", "mljob-editor")
     admin = service_account_token(cp, ns, "oncall", "mljob-admin")
     cp.kubectl("apply", "-n", ns, "-f", "-", input=mljob("stuck"))
