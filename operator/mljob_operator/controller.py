@@ -77,7 +77,7 @@ class JobController:
         self.namespace, self.name = namespace, name
         self.id = job_id(namespace, name)
         self.runtime, self.kube, self.settings, self.clock = runtime, kube, settings, clock
-        self.faults = FaultInjector(settings.fault_kill_at)
+        self.faults = FaultInjector(settings.fault_kill_at, settings.fault_fail_at)
         self.status: MLJobStatus | None = None
         self.wake = asyncio.Event()
         self.lock = asyncio.Lock()
@@ -307,6 +307,7 @@ class JobController:
         if self.settings.step_delay_s:
             await asyncio.sleep(self.settings.step_delay_s)
         self.faults.checkpoint(f"before:{step.value}")
+        self.faults.maybe_fail(step.value)
         task = asyncio.ensure_future(self.runtime.run_step(self.id, close.close_id, step))
         if decision.close_deadline is not None:
             remaining = (decision.close_deadline - self.clock()).total_seconds()

@@ -27,6 +27,9 @@ class OperatorSettings:
     fault_kill_at: str | None
     """Fault injection for crash tests: SIGKILL the operator at this point
     (`MLJOB_FAULT_KILL_AT`, e.g. `after:persist_snapshot`). Never set in production."""
+    fault_fail_at: str | None
+    """Fault injection: make this engine action raise (`MLJOB_FAULT_FAIL_AT`, e.g.
+    `flush`), to test failure handling. Never set in production."""
     step_delay_s: float
     """Fault injection: sleep this long before each housekeeping step, to make a close slow
     on purpose (`MLJOB_FAULT_STEP_DELAY`). Never set in production."""
@@ -57,6 +60,7 @@ class OperatorSettings:
             http_port=int(port),
             status_interval_s=float(values.get("MLJOB_STATUS_INTERVAL", "2")),
             fault_kill_at=values.get("MLJOB_FAULT_KILL_AT") or None,
+            fault_fail_at=values.get("MLJOB_FAULT_FAIL_AT") or None,
             step_delay_s=float(values.get("MLJOB_FAULT_STEP_DELAY", "0")),
             tls_enabled=values.get("MLJOB_TLS", "on").strip().lower() not in OFF_WORDS,
             tls_cert=_path(values.get("MLJOB_TLS_CERT")),

@@ -231,3 +231,32 @@ def test_fixing_an_invalid_spec_opens_the_job(
     st = wait_state(cp, ns, name, "opened")
     assert condition(st, "Failed")["status"] == "False"
     assert condition(st, "Ready")["status"] == "True"
+
+
+def test_engine_failure_is_retried_then_fails_the_job(
+    control_plane: ControlPlane,
+    namespace: str,
+    operator_factory: Callable[..., OperatorProcess],
+) -> None:
+    cp, ns, name = control_plane, namespace, "fragile"
+    op = operator_factory(MLJOB_FAULT_FAIL_AT="flush")
+    cp.kubectl("apply", "-n", ns, "-f", "-", input=mljob(name))
+    wait_state(cp, ns, name, "opened")
+    assert post(op, ns, name, ndjson(event_series(20)))[0] == 202
+    set_state(cp, ns, name, "closed")
+    st = wait_state(cp, ns, name, "failed", timeout=60)
+    failed = condition(st, "Failed")
+    assert (failed["status"], failed["reason"]) == ("True", "EngineError")
+    assert "injected failure in flush" in failed["message"]
+    assert any(e["reason"] == "EngineError" for e in events(cp, ns, name))
+    log = op.log_tail(400)
+    assert log.count("runStep failed (attempt") == 4, "three retries, then failed"
+
+    def refused() -> dict[str, Any] | None:
+        st = status(cp, ns, name)
+        return st if condition(st, "Closed").get("reason") == "CloseRefused" else None
+
+    wait_for(refused, "the normal close of the failed job to be refused")
+    annotate_force(cp, ns, name, "rescue")
+    cp.kubectl("wait", "-n", ns, "--for=condition=Closed", f"mljob/{name}", "--timeout=60s")
+    assert api_get(op, ns, name, "results/buckets")["count"] > 0, "results stay readable"
