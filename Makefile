@@ -36,8 +36,8 @@ controlplane-bin:
 	@$(PYTHON) hack/controlplane/build.py
 
 lint: venv
-	$(VENV)/bin/ruff check operator tests devtools hack
-	$(VENV)/bin/ruff format --check operator tests devtools hack
+	$(VENV)/bin/ruff check operator tests devtools hack bench
+	$(VENV)/bin/ruff format --check operator tests devtools hack bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
@@ -65,8 +65,9 @@ controlplane: setup
 run: setup
 	$(PY) -m devtools.run
 
-bench: venv
+bench: setup
 	$(PY) bench/engine_bench.py
+	PYTHONPATH=. $(PY) bench/operator_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
