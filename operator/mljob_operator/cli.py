@@ -126,6 +126,29 @@ class Ctx:
             fail(f"cannot update MLJob {self.namespace}/{name}: {_api_message(err)}")
         return obj
 
+    def may(self, verb: str, subresource: str, name: str) -> bool:
+        """SelfSubjectAccessReview: a clear message up front; the apiserver (RBAC and the
+        force-close admission policy) still decides."""
+        k = kubernetes.client
+        review = k.V1SelfSubjectAccessReview(
+            spec=k.V1SelfSubjectAccessReviewSpec(
+                resource_attributes=k.V1ResourceAttributes(
+                    namespace=self.namespace,
+                    name=name,
+                    group=GROUP,
+                    resource=PLURAL,
+                    subresource=subresource,
+                    verb=verb,
+                )
+            )
+        )
+        authz = kubernetes.client.AuthorizationV1Api(self._kube[0])
+        try:
+            result = authz.create_self_subject_access_review(review)
+        except kubernetes.client.ApiException as err:
+            fail(f"cannot check access: {_api_message(err)}")
+        return bool(result.status and result.status.allowed)
+
     # -- the operator's HTTP API -------------------------------------------------------
 
     def call(
@@ -180,7 +203,10 @@ def _kube(kubeconfig: str | None, context: str | None) -> tuple[Any, str, str | 
     if context:
         active = next((c for c in contexts if c["name"] == context), active)
     namespace = (active or {}).get("context", {}).get("namespace") or "default"
-    auth = api_client.configuration.api_key.get("authorization") or ""
+    cfg = api_client.configuration
+    if cfg.refresh_api_key_hook is not None:
+        cfg.refresh_api_key_hook(cfg)  # exec plugins and expiring tokens
+    auth = cfg.api_key.get("BearerToken") or cfg.api_key.get("authorization") or ""
     token = auth.split(" ", 1)[1] if auth.lower().startswith("bearer ") else None
     return api_client, namespace, token
 
@@ -306,6 +332,12 @@ def close(
     """Close JOBS (names, 'web-*' patterns or _all): housekeeping, then closed."""
     timeout_s = _timeout(timeout)
     names = _select(c, jobs, selector, all_, allow_no_match)
+    for name in names if force else []:
+        if not c.may("create", "forceclose", name):
+            fail(
+                f'force-closing {c.namespace}/{name} needs "create" on "{PLURAL}/forceclose" '
+                f'in API group "{GROUP}" (ClusterRole mljob-admin)'
+            )
     generations = {}
     value = force_value()
     for name in names:
