@@ -8,8 +8,6 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-import pytest
-
 from devtools.controlplane import ControlPlane
 from devtools.operatorproc import OperatorProcess
 from tests.e2e.jobs import event_series, mljob, ndjson, wait_state
@@ -103,11 +101,6 @@ def test_body_size_limit_and_malformed_input(
     assert code == 202, "the job still takes data"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug (reported): a job's first body without any timed record raises "
-    "TypeError in Analyzer.ingest (time_ms is None) instead of counting the records",
-)
 def test_first_body_without_timed_records_is_counted(
     control_plane: ControlPlane, namespace: str, operator: OperatorProcess
 ) -> None:

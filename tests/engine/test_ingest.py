@@ -82,6 +82,17 @@ def test_bad_records_are_counted_not_fatal(store: SQLiteStore, clock: FakeClock)
     assert counts.earliest_record_timestamp == (T0 + 85) * 1000
 
 
+def test_a_first_body_without_any_timed_record_is_counted(
+    store: SQLiteStore, clock: FakeClock
+) -> None:
+    job = _job(store, clock)
+    counts = job.post_data(b'{"no_time": 1}\n{"time": "later", "v": 2}\n')
+    assert (counts.input_record_count, counts.processed_record_count) == (2, 0)
+    assert counts.invalid_date_count == 2
+    counts = job.post_data(ndjson([{"time": T0, "v": 1}]))
+    assert counts.processed_record_count == 1
+
+
 def test_empty_buckets_are_counted(store: SQLiteStore, clock: FakeClock) -> None:
     job = _job(store, clock)
     counts = job.post_data(ndjson([{"time": T0, "v": 1}, {"time": T0 + 300, "v": 1}]))

@@ -196,7 +196,8 @@ class Analyzer:
         out = Output()
         if n:
             self._ingest(records)
-            end = (self.time_ms - self.config.latency_ms) // self.span_ms  # type: ignore[operator]
+        if n and self.time_ms is not None:
+            end = (self.time_ms - self.config.latency_ms) // self.span_ms
             self._finalise_until(end, out)
         self._close_op(out)
         return out
