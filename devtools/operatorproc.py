@@ -92,36 +92,6 @@ def service_account_token(
     return token.strip()
 
 
-OPERATOR_FORCECLOSE = {
-    "apiVersion": "rbac.authorization.k8s.io/v1",
-    "kind": "ClusterRole",
-    "metadata": {"name": "mljob-operator-forceclose"},
-    "rules": [
-        {"apiGroups": ["ml.mljob.dev"], "resources": ["mljobs/forceclose"], "verbs": ["create"]}
-    ],
-}
-
-
-def grant_operator_forceclose(cp: ControlPlane) -> None:
-    """The data API sets the force-close annotation on behalf of callers it checked hold
-    mljobs/forceclose, so the force-close admission policy asks the operator for that
-    right too. The shipped operator ClusterRole must carry this rule (reported); tests
-    that may run with the policy installed grant it here until then. Idempotent."""
-    binding = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "ClusterRoleBinding",
-        "metadata": {"name": "mljob-operator-forceclose"},
-        "roleRef": {
-            "apiGroup": "rbac.authorization.k8s.io",
-            "kind": "ClusterRole",
-            "name": "mljob-operator-forceclose",
-        },
-        "subjects": [{"kind": "User", "name": OPERATOR_USER}],
-    }
-    listing = {"apiVersion": "v1", "kind": "List", "items": [OPERATOR_FORCECLOSE, binding]}
-    cp.kubectl("apply", "-f", "-", input=json.dumps(listing))
-
-
 class OperatorProcess:
     def __init__(self, cp: ControlPlane, data_dir: Path, log_path: Path) -> None:
         self.cp = cp

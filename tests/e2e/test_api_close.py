@@ -10,7 +10,6 @@ from typing import Any
 from devtools.controlplane import REPO_ROOT, ControlPlane
 from devtools.operatorproc import (
     OperatorProcess,
-    grant_operator_forceclose,
     service_account_token,
 )
 from tests.e2e.jobs import condition, event_series, mljob, ndjson, post, status, wait_state
@@ -74,7 +73,6 @@ def test_force_close_needs_forceclose_and_passes_the_admission_policy(
 ) -> None:
     cp, ns, op = control_plane, namespace, operator
     cp.kubectl("apply", "-f", str(FORCE_CLOSE_POLICY))
-    grant_operator_forceclose(cp)
     editor = service_account_token(cp, ns, "pipeline", "mljob-editor")
     admin = service_account_token(cp, ns, "oncall", "mljob-admin")
     cp.kubectl("apply", "-n", ns, "-f", "-", input=mljob("stuck"))

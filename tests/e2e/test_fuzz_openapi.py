@@ -24,7 +24,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from devtools.controlplane import ControlPlane
-from devtools.operatorproc import OperatorProcess, grant_operator_forceclose
+from devtools.operatorproc import OperatorProcess
 from mljob_operator.http.openapi import openapi_document
 from tests.e2e.jobs import event_series, mljob, ndjson, post, wait_state
 
@@ -45,7 +45,6 @@ def target(mljob_crd: ControlPlane, tmp_path_factory: pytest.TempPathFactory) ->
     cp = mljob_crd
     ns = f"t-fuzz-{uuid.uuid4().hex[:6]}"
     cp.kubectl("create", "namespace", ns)
-    grant_operator_forceclose(cp)
     tmp = tmp_path_factory.mktemp("fuzz")
     op = OperatorProcess(cp, tmp / "data", tmp / "operator.log").start(namespace=ns)
     try:

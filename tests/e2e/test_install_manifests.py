@@ -141,6 +141,9 @@ def test_samples_are_accepted(control_plane: ControlPlane, namespace: str) -> No
         ("get", "secrets", False),
         ("create", "pods", False),
         ("update", "customresourcedefinitions.apiextensions.k8s.io", False),
+        ("list", "customresourcedefinitions.apiextensions.k8s.io", False),
+        ("list", "namespaces", False),
+        ("create", "mljobs.ml.mljob.dev --subresource=forceclose", True),
     ],
 )
 def test_operator_rbac_is_least_privilege(
