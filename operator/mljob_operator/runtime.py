@@ -17,7 +17,8 @@ from typing import Any, TypeVar
 from mljob_operator.api import CloseStep, MLJobSpec, parse_duration, parse_memory_limit
 from mljob_operator.engine.config import DetectorConfig, JobConfig
 from mljob_operator.engine.errors import ConfigError
-from mljob_operator.engine.job import Job
+from mljob_operator.engine.job import Job, JobNotClosedError, revert_to_snapshot
+from mljob_operator.engine.results import ModelSnapshot
 from mljob_operator.store.base import WriteBatch
 from mljob_operator.store.sqlite import SQLiteStore
 
@@ -173,6 +174,23 @@ class JobRuntime:
                 await asyncio.to_thread(job.force_close)
             return
         await asyncio.to_thread(self.store.commit, job_id, WriteBatch(intake_open=False))
+
+    async def revert(
+        self, job_id: str, snapshot_id: str, delete_intervening_results: bool
+    ) -> ModelSnapshot:
+        """Make an older snapshot the model of a closed job, holding the job's lock so a
+        reopen cannot interleave; refused (JobNotClosedError) while it is loaded."""
+        slot = self._slot(job_id)
+        async with slot.lock:
+            if slot.job is not None:
+                raise JobNotClosedError(f"job {job_id} is open; close it before reverting")
+            return await asyncio.to_thread(
+                revert_to_snapshot,
+                self.store,
+                job_id,
+                snapshot_id,
+                delete_intervening_results=delete_intervening_results,
+            )
 
     async def delete_data(self, job_id: str) -> None:
         await self.release(job_id)

@@ -29,7 +29,7 @@ from mljob_operator.api.permissions import (
     Permission,
 )
 from mljob_operator.engine.errors import DataFormatError, JobClosedError
-from mljob_operator.engine.job import JobNotClosedError, revert_to_snapshot
+from mljob_operator.engine.job import JobNotClosedError
 from mljob_operator.http.auth import Authorizer, User
 from mljob_operator.http.desired import StateRequests
 from mljob_operator.http.errors import (
@@ -157,8 +157,12 @@ class DataApi:
         )
 
     async def _store(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await self._translated(asyncio.to_thread(fn, *args))
+
+    async def _translated(self, work: Awaitable[Any]) -> Any:
+        """Store errors as API errors: 404, 409 for the active snapshot, else 400."""
         try:
-            return await asyncio.to_thread(fn, *args)
+            return await work
         except NotFoundError as err:
             raise NotFound(str(err).strip("'\"")) from err
         except ActiveSnapshotError as err:
@@ -330,14 +334,7 @@ class DataApi:
                 f"MLJob {job_id} is {state or 'not closed'}; close it before reverting its model"
             )
         try:
-            snap = await self._store(
-                lambda: revert_to_snapshot(
-                    self.runtime.store,
-                    job_id,
-                    snapshot_id,
-                    delete_intervening_results=delete_results,
-                )
-            )
+            snap = await self._translated(self.runtime.revert(job_id, snapshot_id, delete_results))
         except JobNotClosedError as err:
             raise Conflict(str(err)) from err
         return web.json_response({"model": snap.to_api()})
