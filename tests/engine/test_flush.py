@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mljob_operator.engine import DetectorConfig, Job, JobClosedError, JobConfig
+from mljob_operator.engine import DataFormatError, DetectorConfig, Job, JobClosedError, JobConfig
 from mljob_operator.store import ResultsQuery, SQLiteStore
 from tests.engine.conftest import T0, FakeClock, ndjson
 
@@ -79,3 +79,16 @@ def test_flush_and_post_refused_after_stop_intake(store: SQLiteStore, clock: Fak
         job.post_data(_steady(0, 1))
     with pytest.raises(JobClosedError):
         job.flush()
+
+
+def test_advance_too_far_is_refused_unless_the_gap_is_skipped(
+    store: SQLiteStore, clock: FakeClock
+) -> None:
+    job = _job(store, clock)
+    job.post_data(_steady(0, 10))
+    far = (T0 + 20_000 * SPAN) * 1000
+    with pytest.raises(DataFormatError, match="use skipTime"):
+        job.flush(advance_time_ms=far)
+    assert job.data_counts.bucket_count == 9, "a refused advance changes nothing"
+    job.flush(advance_time_ms=far, skip_time_ms=far - 5 * SPAN * 1000)
+    assert job.flush().last_finalized_bucket_end == far

@@ -22,6 +22,7 @@ from mljob_operator.engine.buckets import (
     metric_values,
 )
 from mljob_operator.engine.config import DetectorConfig, JobConfig
+from mljob_operator.engine.errors import DataFormatError
 from mljob_operator.engine.functions import FUNCTIONS, Metric
 from mljob_operator.engine.memory import label_bytes, memory_status, series_bytes
 from mljob_operator.engine.model import SeriesModel
@@ -39,6 +40,7 @@ I64 = npt.NDArray[np.int64]
 
 RECORD_RAW = 2.0  # records are kept for p <= 0.01
 _NO_TIME = -(2**62)
+MAX_ADVANCE_BUCKETS = 10_000
 
 
 def _is_none(values: list[Any]) -> npt.NDArray[np.bool_]:
@@ -355,6 +357,7 @@ class Analyzer:
 
     # ---- flush and finalisation ---------------------------------------------------------
     def advance(self, advance_ms: int | None, skip_ms: int | None) -> Output:
+        self._check_advance(advance_ms, skip_ms)
         out = Output()
         if skip_ms is not None:
             skip_b = skip_ms // self.span_ms
@@ -367,13 +370,28 @@ class Analyzer:
             self.final_end = skip_b if self.final_end is None else max(self.final_end, skip_b)
             self.time_ms = skip_ms if self.time_ms is None else max(self.time_ms, skip_ms)
         if advance_ms is not None:
-            self.time_ms = advance_ms if self.time_ms is None else max(self.time_ms, advance_ms)
             end = advance_ms // self.span_ms
+            self.time_ms = advance_ms if self.time_ms is None else max(self.time_ms, advance_ms)
             if self.final_end is None and not self.open_events:
                 self.final_end = end
             self._finalise_until(end, out)
         self._close_op(out)
         return out
+
+    def _check_advance(self, advance_ms: int | None, skip_ms: int | None) -> None:
+        """Every bucket an advance passes is analysed; a far jump would stall the job."""
+        if advance_ms is None:
+            return
+        final_end = self.final_end
+        if skip_ms is not None:
+            skip_b = skip_ms // self.span_ms
+            final_end = skip_b if final_end is None else max(final_end, skip_b)
+        gap = advance_ms // self.span_ms - (final_end if final_end is not None else 0)
+        if final_end is not None and gap > MAX_ADVANCE_BUCKETS:
+            raise DataFormatError(
+                f"advanceTime is {gap} buckets past the last final bucket; at most "
+                f"{MAX_ADVANCE_BUCKETS} are analysed at once (use skipTime to jump a gap)"
+            )
 
     def finalize_all(self) -> Output:
         out = Output()

@@ -10,7 +10,8 @@ class ConfigError(EngineError, ValueError):
 
 
 class DataFormatError(EngineError, ValueError):
-    """A data body is not NDJSON or a JSON array of objects."""
+    """A data body is not NDJSON or a JSON array of objects, or a flush asks for what the
+    engine refuses (an advanceTime too far ahead)."""
 
 
 class JobClosedError(EngineError):

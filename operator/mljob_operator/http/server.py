@@ -211,6 +211,8 @@ class DataApi:
             result = await self.runtime.flush(job_id, calc_interim, advance, skip)
         except (JobNotOpenError, JobClosedError):
             raise self._not_open(job_id) from None
+        except DataFormatError as err:
+            raise BadRequest(str(err)) from err
         self.wake(job_id)
         return web.json_response(result)
 
