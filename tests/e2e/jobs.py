@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -48,13 +49,26 @@ def condition(st: dict[str, Any], type_: str) -> dict[str, Any]:
 
 def wait_for(fn: Callable[[], T | None], what: str, timeout: float = 60.0) -> T:
     deadline = time.monotonic() + timeout
-    last: Any = None
+    last: T | None = None
     while time.monotonic() < deadline:
         last = fn()
         if last:
             return last
         time.sleep(0.2)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def eventually(
+    probe: Callable[[], subprocess.CompletedProcess[str]], timeout: float = 30.0
+) -> subprocess.CompletedProcess[str]:
+    """Retry a kubectl call until it succeeds (e.g. discovery catching up with a new CRD)
+    or the deadline passes; returns the last result either way."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = probe()
+        if result.returncode == 0 or time.monotonic() > deadline:
+            return result
+        time.sleep(0.2)
 
 
 def wait_state(
@@ -65,6 +79,18 @@ def wait_state(
         return st if st.get("state") == state else None
 
     return wait_for(check, f"{namespace}/{name} to be {state}", timeout)
+
+
+def wait_reason(
+    cp: ControlPlane, namespace: str, name: str, type_: str, reason: str, timeout: float = 60.0
+) -> dict[str, Any]:
+    """The status once condition `type_` carries `reason`."""
+
+    def check() -> dict[str, Any] | None:
+        st = status(cp, namespace, name)
+        return st if condition(st, type_).get("reason") == reason else None
+
+    return wait_for(check, f"{namespace}/{name} {type_} reason {reason}", timeout)
 
 
 def set_state(cp: ControlPlane, namespace: str, name: str, state: str) -> None:

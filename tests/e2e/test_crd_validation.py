@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,23 +12,12 @@ import pytest
 import yaml
 
 from devtools.controlplane import ControlPlane
+from tests.e2e.jobs import eventually
 
 REPO = Path(__file__).resolve().parents[2]
 CRD_FILE = REPO / "manifests" / "crd" / "ml.mljob.dev_mljobs.yaml"
 SAMPLES = REPO / "manifests" / "samples"
 DEADLINE_S = 30.0
-
-
-def eventually(
-    probe: Callable[[], subprocess.CompletedProcess[str]], timeout: float = DEADLINE_S
-) -> subprocess.CompletedProcess[str]:
-    """Retry a kubectl call until it succeeds (discovery catching up with a new CRD)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = probe()
-        if result.returncode == 0 or time.monotonic() > deadline:
-            return result
-        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")

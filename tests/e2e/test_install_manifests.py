@@ -4,9 +4,6 @@ real apply, then what the apiserver stored (security context, store volume, RBAC
 from __future__ import annotations
 
 import json
-import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,22 +11,12 @@ import pytest
 import yaml
 
 from devtools.controlplane import ControlPlane
+from tests.e2e.jobs import eventually
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO / "manifests"
 OPERATOR_SA = "system:serviceaccount:mljob-system:mljob-operator"
 DEADLINE_S = 30.0
-
-
-def eventually(
-    probe: Callable[[], subprocess.CompletedProcess[str]], timeout: float = DEADLINE_S
-) -> subprocess.CompletedProcess[str]:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = probe()
-        if result.returncode == 0 or time.monotonic() > deadline:
-            return result
-        time.sleep(0.2)
 
 
 def kustomize(cp: ControlPlane, path: Path) -> list[dict[str, Any]]:

@@ -26,7 +26,7 @@ from tests.e2e.jobs import (
     post,
     set_state,
     status,
-    wait_for,
+    wait_reason,
     wait_state,
 )
 
@@ -153,12 +153,8 @@ def test_slow_close_times_out_warns_and_completes(
     assert post(op, ns, name, ndjson(event_series(20)))[0] == 202
     set_state(cp, ns, name, "closed")
 
-    def timed_out() -> dict[str, Any] | None:
-        st = status(cp, ns, name)
-        closing = condition(st, "Closing")
-        return st if closing.get("reason") == "TimedOut" and st["state"] == "closing" else None
-
-    st = wait_for(timed_out, "Closing=TimedOut while closing", timeout=30)
+    st = wait_reason(cp, ns, name, "Closing", "TimedOut", timeout=30)
+    assert st["state"] == "closing"
     assert condition(st, "Closing")["status"] == "True"
     assert "ml.mljob.dev/force-close" in condition(st, "Closing")["message"]
     warnings = [e for e in events(cp, ns, name) if e["type"] == "Warning"]
@@ -192,11 +188,7 @@ def test_invalid_spec_fails_and_only_force_closes_it(
 
     set_state(cp, ns, name, "closed")
 
-    def refused() -> dict[str, Any] | None:
-        st = status(cp, ns, name)
-        return st if condition(st, "Closed").get("reason") == "CloseRefused" else None
-
-    st = wait_for(refused, "close of a failed job to be refused")
+    st = wait_reason(cp, ns, name, "Closed", "CloseRefused")
     assert st["state"] == "failed"
     assert "ml.mljob.dev/force-close" in condition(st, "Closed")["message"]
 
@@ -252,11 +244,7 @@ def test_engine_failure_is_retried_then_fails_the_job(
     log = op.log_tail(400)
     assert log.count("runStep failed (attempt") == 4, "three retries, then failed"
 
-    def refused() -> dict[str, Any] | None:
-        st = status(cp, ns, name)
-        return st if condition(st, "Closed").get("reason") == "CloseRefused" else None
-
-    wait_for(refused, "the normal close of the failed job to be refused")
+    wait_reason(cp, ns, name, "Closed", "CloseRefused")
     annotate_force(cp, ns, name, "rescue")
     cp.kubectl("wait", "-n", ns, "--for=condition=Closed", f"mljob/{name}", "--timeout=60s")
     assert api_get(op, ns, name, "results/buckets")["count"] > 0, "results stay readable"

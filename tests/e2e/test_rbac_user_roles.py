@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
 
 from devtools.controlplane import ControlPlane
+from tests.e2e.jobs import eventually
 
 REPO = Path(__file__).resolve().parents[2]
 CRD_FILE = REPO / "manifests" / "crd" / "ml.mljob.dev_mljobs.yaml"
@@ -26,17 +25,6 @@ JOB = {
     "metadata": {"name": "job"},
     "spec": {"analysisConfig": {"detectors": [{"function": "count"}]}},
 }
-
-
-def eventually(
-    probe: Callable[[], subprocess.CompletedProcess[str]], timeout: float = DEADLINE_S
-) -> subprocess.CompletedProcess[str]:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = probe()
-        if result.returncode == 0 or time.monotonic() > deadline:
-            return result
-        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
