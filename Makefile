@@ -13,16 +13,19 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
 setup: system-deps venv controlplane-bin
 
-# Debian packages the tests need: lua5.4 runs the Argo CD health check (manifests/argocd/).
+# Debian packages the tests need: lua5.4 runs the Argo CD health check (manifests/argocd/),
+# prometheus (its /usr/bin/prometheus and promtool) serves the datafeed tests.
 system-deps:
-	@command -v lua5.4 >/dev/null && exit 0; \
+	@missing=; command -v lua5.4 >/dev/null || missing=lua5.4; \
+	[ -x /usr/bin/prometheus ] && [ -x /usr/bin/promtool ] || missing="$$missing prometheus"; \
+	[ -z "$$missing" ] && exit 0; \
 	if [ "$$(id -u)" -eq 0 ]; then sudo=; \
 	elif command -v sudo >/dev/null; then sudo=sudo; \
-	else echo "lua5.4 is missing and this is not root (no sudo): run as root" \
-		"'apt-get update && apt-get install -y lua5.4'" >&2; exit 1; fi; \
-	command -v apt-get >/dev/null || { echo "lua5.4 is missing and there is no apt-get:" \
-		"install Lua 5.4 so that 'lua5.4' is on PATH" >&2; exit 1; }; \
-	$$sudo apt-get update -qq && $$sudo apt-get install -y -qq lua5.4
+	else echo "$$missing missing and this is not root (no sudo): run as root" \
+		"'apt-get update && apt-get install -y$$missing'" >&2; exit 1; fi; \
+	command -v apt-get >/dev/null || { echo "$$missing missing and there is no apt-get:" \
+		"install Lua 5.4 ('lua5.4' on PATH) and Prometheus (/usr/bin/prometheus)" >&2; exit 1; }; \
+	$$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml

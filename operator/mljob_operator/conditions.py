@@ -101,11 +101,21 @@ def _verdicts(
         }
     if state == JobState.OPENED:
         opened = Verdict(TRUE, Reason.OPENED, "The job is open and takes data.")
-        ready = (
-            opened
-            if desired == DesiredState.OPENED
-            else Verdict(FALSE, Reason.CLOSE_REQUESTED, "spec.state is closed; closing.")
-        )
+        feed = status.datafeed
+        if desired == DesiredState.CLOSED:
+            ready = (
+                Verdict(FALSE, Reason.DATAFEED_ENDED, "The datafeed reached its end; closing.")
+                if feed is not None and feed.end_reached
+                else Verdict(FALSE, Reason.CLOSE_REQUESTED, "spec.state is closed; closing.")
+            )
+        elif feed is not None and feed.last_error:
+            ready = Verdict(
+                TRUE,
+                Reason.DATAFEED_ERROR,
+                f"The job is open, but its datafeed fails and is retried: {feed.last_error}",
+            )
+        else:
+            ready = opened
         return {
             ConditionType.READY: ready,
             ConditionType.OPENED: opened,
@@ -128,11 +138,12 @@ def _verdicts(
             ConditionType.FAILED: not_failed,
         }
     closed = _closed_verdict(status)
-    ready = (
-        Verdict(TRUE, closed.reason, "The job is closed, as spec.state asks.")
-        if desired == DesiredState.CLOSED
-        else Verdict(FALSE, Reason.OPENING, "spec.state is opened; opening.")
-    )
+    if desired == DesiredState.OPENED:
+        ready = Verdict(FALSE, Reason.OPENING, "spec.state is opened; opening.")
+    elif status.datafeed is not None and status.datafeed.end_reached:
+        ready = Verdict(TRUE, closed.reason, "The job is closed: its datafeed reached its end.")
+    else:
+        ready = Verdict(TRUE, closed.reason, "The job is closed, as spec.state asks.")
     return {
         ConditionType.READY: ready,
         ConditionType.OPENED: Verdict(FALSE, closed.reason, "The job is closed."),

@@ -5,6 +5,8 @@ wrote as the truth and reads the live body only for spec, annotations and deleti
 never acts twice on a status the watch has not delivered yet. Status is replaced whole
 (JSON patch `add /status`), so no stale key of an earlier close survives a merge.
 Engine failures are retried with backoff a bounded number of times, then the job fails.
+A datafeed runs beside this loop as its own task (`feeds.JobFeed`), started and stopped
+as the lifecycle says; its progress is part of what the loop observes and writes.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from mljob_operator.api import (
 )
 from mljob_operator.conditions import Verdict, with_state_conditions
 from mljob_operator.faults import FaultInjector
+from mljob_operator.feeds import JobFeed
 from mljob_operator.kube import JobGone, KubeClient, KubeError
 from mljob_operator.lifecycle import Action, Decision, Observation
 from mljob_operator.runtime import InvalidSpecError, JobRuntime
@@ -81,9 +84,18 @@ class JobController:
         self.status: MLJobStatus | None = None
         self.wake = asyncio.Event()
         self.lock = asyncio.Lock()
-        self._stats_published: tuple[dict[str, Any], dict[str, Any]] | None = None
         self._stats_at = 0.0
         self._failures = 0
+        self._emit: EventSink | None = None
+        self.feed = JobFeed(
+            self.id,
+            runtime,
+            self.faults,
+            clock,
+            on_change=self.wake.set,
+            on_error=self._feed_error,
+            max_bytes=settings.max_body_bytes,
+        )
 
     # -- observation ---------------------------------------------------------------
 
@@ -92,9 +104,10 @@ class JobController:
             self.status = MLJobStatus.model_validate(body.get("status") or {})
         meta = body.get("metadata", {})
         annotations = meta.get("annotations") or {}
+        spec = MLJobSpec.model_validate(body.get("spec") or {})
         return Observation(
-            spec=MLJobSpec.model_validate(body.get("spec") or {}),
-            status=self.status,
+            spec=spec,
+            status=self._current(spec),
             generation=meta.get("generation"),
             force_close=annotations.get(FORCE_CLOSE_ANNOTATION) or None,
             engine_loaded=self.runtime.is_loaded(self.id),
@@ -104,20 +117,35 @@ class JobController:
 
     # -- loops ---------------------------------------------------------------------
 
+    def _current(self, spec: MLJobSpec) -> MLJobStatus:
+        """The status last written, with the datafeed's progress since."""
+        assert self.status is not None
+        feed = self.feed.status(self.status.datafeed)
+        return lifecycle.with_datafeed(self.status, spec, feed)
+
+    def _feed_error(self, message: str) -> None:
+        if self._emit is not None:
+            self._emit(WARNING, Reason.DATAFEED_ERROR, f"Datafeed: {message}")
+
     async def run(self, body: BodyView, stopped: Callable[[], bool], emit: EventSink) -> None:
         """The daemon loop: until stopped, act whenever the lifecycle says so."""
-        while not stopped():
-            try:
-                acted = await self.step(body(), emit)
-            except JobGone:
-                return
-            except KubeError as err:
-                log.warning("%s: Kubernetes API error, will retry: %s", self.id, err)
-                await self._sleep_or_wake(BACKOFF_S[-1])
-                continue
-            if not acted:
-                await self.publish_stats(emit)
-                await self._idle(body, stopped)
+        self._emit = emit
+        try:
+            while not stopped():
+                try:
+                    acted = await self.step(body(), emit)
+                    if not acted:
+                        await self.upkeep(body())
+                except JobGone:
+                    return
+                except KubeError as err:
+                    log.warning("%s: Kubernetes API error, will retry: %s", self.id, err)
+                    await self._sleep_or_wake(BACKOFF_S[-1])
+                    continue
+                if not acted:
+                    await self._idle(body, stopped)
+        finally:
+            await self.feed.stop()
 
     async def close_for_deletion(self, body: BodyView, emit: EventSink) -> None:
         """Close the job (honouring force) before its data is removed; a failed job
@@ -128,6 +156,7 @@ class JobController:
                 return
             if obs.status.state == JobState.FAILED:
                 async with self.lock:
+                    await self.feed.stop()
                     await self.runtime.force_close(self.id)
                     await self._write(lifecycle.force_closed(obs, self._new_id(), "deletion"))
                 return
@@ -159,7 +188,10 @@ class JobController:
             try:
                 obs = self.observe(body, deleting)
             except ValidationError as err:
+                await self.feed.stop()
                 return await self._unparseable(body, err, emit)
+            await self.feed.sync(obs.spec, lifecycle.datafeed_runs(obs), obs.status.datafeed)
+            obs = self.observe(body, deleting)
             decision = lifecycle.decide(obs)
             if decision.action == Action.NOTHING:
                 return False
@@ -224,7 +256,7 @@ class JobController:
 
     async def _execute(self, obs: Observation, decision: Decision, emit: EventSink) -> None:
         action = decision.action
-        trigger = "deletion" if obs.deleting else "spec"
+        trigger = lifecycle.close_trigger(obs)
         if action == Action.INITIALIZE_CLOSED:
             await self._write(lifecycle.initialize_closed(obs))
         elif action == Action.BEGIN_OPEN:
@@ -244,8 +276,10 @@ class JobController:
             self.faults.checkpoint("before:beginClose")
             await self.runtime.stop_intake(self.id, close_id)
             self.faults.checkpoint("after:beginClose")
-            await self._write(lifecycle.begin_close(obs, close_id, trigger))
+            await self._write(lifecycle.begin_close(self._now(obs), close_id, trigger))
             self.faults.checkpoint("recorded:beginClose")
+            if trigger == "datafeed":
+                emit(NORMAL, Reason.DATAFEED_ENDED, _feed_ended_message(obs))
             emit(NORMAL, Reason.CLOSING, f"Closing ({close_id}): housekeeping started.")
         elif action == Action.RUN_STEP:
             assert decision.step is not None
@@ -284,10 +318,9 @@ class JobController:
             emit(WARNING, Reason.CLOSE_REFUSED, _closed_message(status))
 
     def _now(self, obs: Observation) -> Observation:
-        assert self.status is not None
         return Observation(
             obs.spec,
-            self.status,
+            self._current(obs.spec),
             obs.generation,
             obs.force_close,
             obs.engine_loaded,
@@ -344,22 +377,24 @@ class JobController:
             }
         )
 
-    async def publish_stats(self, emit: EventSink) -> None:
-        """Rate-limited upkeep of dataCounts/modelSizeStats while a job takes data."""
-        stats = self.runtime.stats(self.id)
+    async def upkeep(self, body: Mapping[str, Any]) -> None:
+        """Rate-limited upkeep of an idle job's status: dataCounts/modelSizeStats while it
+        takes data, datafeed progress, conditions and observedGeneration."""
         loop = asyncio.get_running_loop()
-        if stats is None or stats == self._stats_published:
-            return
         if loop.time() - self._stats_at < self.settings.status_interval_s:
             return
         async with self.lock:
-            if self.status is not None:
-                await self._write(self._with_stats(self.status, stats))
+            try:
+                obs = self.observe(body)
+            except ValidationError:
+                return
+            status = self._with_stats(lifecycle.refreshed(obs))
+            if status != self.status:
+                await self._write(status)
 
     async def _write(self, status: MLJobStatus) -> None:
         await self.kube.replace_status(self.namespace, self.name, status.to_json_dict())
         self.status = status
-        self._stats_published = self.runtime.stats(self.id)
         self._stats_at = asyncio.get_running_loop().time()
 
 
@@ -367,6 +402,12 @@ def _first_error(err: ValidationError) -> str:
     first = err.errors()[0]
     where = ".".join(str(p) for p in first.get("loc", ()))
     return f"spec.{where}: {first.get('msg', 'invalid')}"
+
+
+def _feed_ended_message(obs: Observation) -> str:
+    df = obs.spec.datafeed
+    end = df.end.isoformat() if df is not None and df.end is not None else "its end"
+    return f"The datafeed reached {end}; closing the job."
 
 
 def _closed_message(status: MLJobStatus) -> str:

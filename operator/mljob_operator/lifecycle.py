@@ -11,7 +11,7 @@ engine makes each step idempotent (keyed by the close id).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from mljob_operator.api import (
@@ -19,6 +19,7 @@ from mljob_operator.api import (
     CloseRecord,
     CloseStep,
     ConditionType,
+    DatafeedStatus,
     DesiredState,
     JobState,
     MLJobSpec,
@@ -75,7 +76,47 @@ class Decision:
 
 
 def desired_state(obs: Observation) -> DesiredState:
-    return DesiredState.CLOSED if obs.deleting else obs.spec.state
+    """Closed when asked by spec.state, by deletion, or by a datafeed that reached its end
+    (the operator never edits the spec: a later end makes the job want to be open again)."""
+    if obs.deleting or datafeed_ended(obs.spec, obs.status.datafeed):
+        return DesiredState.CLOSED
+    return obs.spec.state
+
+
+def datafeed_ended(spec: MLJobSpec, feed: DatafeedStatus | None) -> bool:
+    df = spec.datafeed
+    if df is None or df.end is None or feed is None or feed.searched_until is None:
+        return False
+    end = df.end if df.end.tzinfo is not None else df.end.replace(tzinfo=UTC)
+    return feed.searched_until >= int(end.timestamp() * 1000)
+
+
+def close_trigger(obs: Observation) -> str:
+    """What a close starting now was asked by (`status.lastClose.trigger`)."""
+    if obs.deleting:
+        return "deletion"
+    if obs.spec.state == DesiredState.OPENED and datafeed_ended(obs.spec, obs.status.datafeed):
+        return "datafeed"
+    return "spec"
+
+
+def datafeed_runs(obs: Observation) -> bool:
+    """A datafeed pulls only into an open job that is meant to stay open."""
+    return (
+        obs.spec.datafeed is not None
+        and obs.status.state == JobState.OPENED
+        and desired_state(obs) == DesiredState.OPENED
+        and obs.engine_loaded
+    )
+
+
+def with_datafeed(status: MLJobStatus, spec: MLJobSpec, feed: DatafeedStatus | None) -> MLJobStatus:
+    """`status` carrying the datafeed's progress, `endReached` derived from the spec's end."""
+    if spec.datafeed is None:
+        return status if status.datafeed is None else status.model_copy(update={"datafeed": None})
+    feed = feed or status.datafeed or DatafeedStatus()
+    feed = feed.model_copy(update={"end_reached": datafeed_ended(spec, feed)})
+    return status if feed == status.datafeed else status.model_copy(update={"datafeed": feed})
 
 
 def pending_force(obs: Observation) -> str | None:
@@ -149,6 +190,14 @@ def decide(obs: Observation) -> Decision:
 
 def _with(obs: Observation, status: MLJobStatus, detail: Verdict | None = None) -> MLJobStatus:
     return with_state_conditions(status, desired_state(obs), obs.now, obs.generation, detail)
+
+
+def refreshed(obs: Observation) -> MLJobStatus:
+    """The status of an idle open or closed job with its conditions re-derived (datafeed
+    errors surface in Ready, a spec change nothing had to act on is marked observed)."""
+    if obs.status.state not in (JobState.OPENED, JobState.CLOSED):
+        return obs.status
+    return _with(obs, obs.status)
 
 
 def initialize_closed(obs: Observation) -> MLJobStatus:

@@ -202,5 +202,17 @@ class JobRuntime:
             return None
         return slot.job.data_counts.to_api(), slot.job.model_size_stats.to_api()
 
+    def analysed_until(self, job_id: str) -> int | None:
+        """Epoch ms before which the job takes no more data: just after its latest record,
+        or the end of its last final bucket if later (None when it has neither)."""
+        slot = self._slots.get(job_id)
+        if slot is None or slot.job is None or slot.job.analyzer is None:
+            return None
+        analyzer = slot.job.analyzer
+        latest = analyzer.counts.latest_record_timestamp
+        after_latest = None if latest is None else latest + 1
+        bounds = [b for b in (after_latest, analyzer.last_finalized_end_ms) if b is not None]
+        return max(bounds, default=None)
+
     def close(self) -> None:
         self.store.close()

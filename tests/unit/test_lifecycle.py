@@ -13,6 +13,7 @@ from mljob_operator.api import (
     CloseStep,
     ConditionStatus,
     ConditionType,
+    DatafeedStatus,
     DesiredState,
     JobState,
     MLJobSpec,
@@ -237,3 +238,126 @@ def test_invalid_spec_failure_is_retried_once_the_spec_changes() -> None:
 def test_desired_state_from_spec_or_deletion() -> None:
     assert lifecycle.desired_state(obs(JobState.OPENED)) == DesiredState.OPENED
     assert lifecycle.desired_state(obs(JobState.OPENED, deleting=True)) == DesiredState.CLOSED
+
+
+# Datafeeds: a datafeed that reached spec.datafeed.end makes the desired state closed.
+
+END = datetime(2023, 11, 15, tzinfo=UTC)
+END_MS = int(END.timestamp() * 1000)
+
+
+def feed_obs(
+    state: JobState | None,
+    searched_until: int | None,
+    *,
+    desired: str = "opened",
+    end: datetime | None = END,
+    feed: bool = True,
+    loaded: bool = True,
+    last_error: str | None = None,
+    deleting: bool = False,
+) -> Observation:
+    datafeed = {"http": {"url": "http://source.test/data"}}
+    if end is not None:
+        datafeed["end"] = end.isoformat()
+    s = MLJobSpec.model_validate(
+        {**SPEC, "state": desired, **({"datafeed": datafeed} if feed else {})}
+    )
+    status = MLJobStatus(
+        state=state,
+        datafeed=DatafeedStatus(searched_until=searched_until, last_error=last_error),
+    )
+    return Observation(s, status, 3, None, loaded, NOW, deleting)
+
+
+@pytest.mark.parametrize(
+    ("observation", "action", "runs"),
+    [
+        (feed_obs(JobState.OPENED, None), Action.NOTHING, True),
+        (feed_obs(JobState.OPENED, END_MS - 1), Action.NOTHING, True),
+        (feed_obs(JobState.OPENED, END_MS), Action.BEGIN_CLOSE, False),
+        (feed_obs(JobState.OPENED, END_MS + 5), Action.BEGIN_CLOSE, False),
+        (feed_obs(JobState.OPENED, END_MS, loaded=False), Action.BEGIN_CLOSE, False),
+        (feed_obs(JobState.OPENED, END_MS - 1, loaded=False), Action.LOAD, False),
+        (feed_obs(JobState.OPENED, END_MS, end=None), Action.NOTHING, True),
+        (feed_obs(JobState.OPENED, END_MS, feed=False), Action.NOTHING, False),
+        (feed_obs(JobState.OPENED, 0, desired="closed"), Action.BEGIN_CLOSE, False),
+        (feed_obs(JobState.OPENED, 0, deleting=True), Action.BEGIN_CLOSE, False),
+        (feed_obs(JobState.OPENING, None), Action.OPEN, False),
+        (feed_obs(JobState.CLOSED, END_MS), Action.NOTHING, False),
+        (feed_obs(JobState.CLOSED, END_MS, end=END + timedelta(hours=1)), Action.BEGIN_OPEN, False),
+        (feed_obs(JobState.CLOSED, END_MS, feed=False), Action.BEGIN_OPEN, False),
+        (feed_obs(None, None), Action.BEGIN_OPEN, False),
+        (feed_obs(JobState.FAILED, END_MS), Action.REFUSE_CLOSE, False),
+    ],
+)
+def test_decide_with_datafeed(observation: Observation, action: Action, runs: bool) -> None:
+    assert lifecycle.decide(observation).action == action
+    assert lifecycle.datafeed_runs(observation) is runs
+
+
+@pytest.mark.parametrize(
+    ("observation", "trigger"),
+    [
+        (feed_obs(JobState.OPENED, END_MS), "datafeed"),
+        (feed_obs(JobState.OPENED, END_MS, desired="closed"), "spec"),
+        (feed_obs(JobState.OPENED, END_MS - 1, desired="closed"), "spec"),
+        (feed_obs(JobState.OPENED, END_MS, deleting=True), "deletion"),
+    ],
+)
+def test_close_trigger(observation: Observation, trigger: str) -> None:
+    assert lifecycle.close_trigger(observation) == trigger
+
+
+def test_datafeed_end_closes_with_reason_datafeed_ended() -> None:
+    o = feed_obs(JobState.OPENED, END_MS)
+    o = Observation(o.spec, lifecycle.with_datafeed(o.status, o.spec, None), 3, None, True, NOW)
+    assert o.status.datafeed is not None
+    assert o.status.datafeed.end_reached
+    assert lifecycle.desired_state(o) == DesiredState.CLOSED
+    assert _conds(lifecycle.refreshed(o))["Ready"] == ("False", "DatafeedEnded")
+    status = lifecycle.begin_close(o, "c1", lifecycle.close_trigger(o))
+    for step in lifecycle.CLOSE_STEPS:
+        status = lifecycle.step_done(Observation(o.spec, status, 3, None, True, NOW), step, {})
+    status = lifecycle.finish_close(Observation(o.spec, status, 3, None, True, NOW))
+    assert status.last_close is not None
+    assert status.last_close.trigger == "datafeed"
+    conds = _conds(status)
+    assert conds["Closed"] == ("True", "DatafeedEnded")
+    assert conds["Ready"] == ("True", "DatafeedEnded")
+
+
+def test_a_later_end_reopens_and_no_datafeed_clears_its_status() -> None:
+    closed = feed_obs(JobState.CLOSED, END_MS)
+    later = MLJobSpec.model_validate(
+        {
+            **SPEC,
+            "datafeed": {"http": {"url": "http://s.test/"}, "end": "2023-11-16T00:00:00Z"},
+        }
+    )
+    status = lifecycle.with_datafeed(closed.status, later, None)
+    assert status.datafeed is not None
+    assert not status.datafeed.end_reached
+    assert lifecycle.decide(Observation(later, status, 4, None, False, NOW)).action == (
+        Action.BEGIN_OPEN
+    )
+    assert lifecycle.with_datafeed(closed.status, spec(), None).datafeed is None
+
+
+def test_datafeed_error_keeps_ready_true_and_says_why() -> None:
+    o = feed_obs(JobState.OPENED, END_MS - 1, last_error="GET http://source.test: refused")
+    conds = {c.type: c for c in lifecycle.refreshed(o).conditions}
+    assert (conds["Ready"].status, conds["Ready"].reason) == (
+        ConditionStatus.TRUE,
+        Reason.DATAFEED_ERROR,
+    )
+    assert "refused" in conds["Ready"].message
+    assert conds["Opened"].status == ConditionStatus.TRUE
+    assert conds["Failed"].status == ConditionStatus.FALSE
+
+
+def test_refreshed_leaves_a_failed_status_alone() -> None:
+    o = obs(JobState.OPENED)
+    failed = lifecycle.failed(o, Reason.ENGINE_ERROR, "disk full")
+    again = Observation(o.spec, failed, 4, None, False, NOW)
+    assert lifecycle.refreshed(again) == failed

@@ -397,8 +397,22 @@ class Datafeed(_Model):
         "How often to pull in real time, as a positive duration; defaults to the bucket span.",
         positive=True,
     )
+    query_delay: str = _duration_field(
+        "1m",
+        "How far behind the current time the datafeed stays, so the source has the data "
+        "(a scrape interval, ingest lag): an interval is pulled once it ended this long "
+        "ago. A duration like 1m or 30s. Defaults to 1m.",
+        positive=False,
+    )
+    chunk_span: str | None = _duration_field(
+        None,
+        "The longest interval pulled in one request while catching up on history, as a "
+        "positive duration; defaults to 1000 steps for Prometheus (at most 10000, its "
+        "per-series limit is 11000 points) and 100 bucket spans for HTTP.",
+        positive=True,
+    )
 
-    @field_validator("frequency")
+    @field_validator("frequency", "chunk_span")
     @classmethod
     def _frequency_positive(cls, value: str | None) -> str | None:
         return None if value is None else _positive_duration(value)
@@ -670,15 +684,24 @@ class DatafeedStatus(_Model):
         DatafeedState.STOPPED, description="started while pulling, stopped otherwise."
     )
     searched_until: int | None = Field(
-        None, description="End (epoch ms, exclusive) of the last interval pulled."
+        None,
+        description="End (epoch ms, exclusive) of the data pulled so far: the datafeed "
+        "resumes here (or just after the latest record the job analysed, if later).",
     )
     last_pull_time: datetime | None = Field(None, description="When data was last pulled.")
     end_reached: bool = Field(
-        False, description="True once spec.datafeed.end was pulled and the job closed."
+        False,
+        description="True once searchedUntil reached spec.datafeed.end: the job then "
+        "closes by itself. A later spec.datafeed.end (or no datafeed) makes it false "
+        "again and the job reopens.",
     )
     last_error: str | None = Field(
-        None, max_length=_DESCRIPTION, description="The last pull error, if any."
+        None,
+        max_length=_DESCRIPTION,
+        description="The last pull error while it lasts (retried with backoff); cleared "
+        "by the next successful pull.",
     )
+    last_error_time: datetime | None = Field(None, description="When lastError last happened.")
 
 
 class MLJobStatus(_Model):

@@ -1,0 +1,31 @@
+"""Datafeeds: the operator pulls a job's data from Prometheus or an HTTP endpoint.
+
+`puller` plans the intervals to pull (pure), `prometheus` and `http` fetch one interval
+and turn it into the NDJSON the engine takes, and `runner` is the loop that drives them.
+Nothing here knows Kubernetes or the API models: the controller builds a `FeedConfig`
+from the spec and gives the runner callables that post to the engine.
+"""
+
+from mljob_operator.datafeed.puller import (
+    FeedConfig,
+    HttpQuery,
+    Plan,
+    PrometheusQuery,
+    Window,
+    plan,
+    resume_point,
+    retry_delay_s,
+)
+from mljob_operator.datafeed.sources import FeedError
+
+__all__ = [
+    "FeedConfig",
+    "FeedError",
+    "HttpQuery",
+    "Plan",
+    "PrometheusQuery",
+    "Window",
+    "plan",
+    "resume_point",
+    "retry_delay_s",
+]

@@ -1,0 +1,152 @@
+"""The datafeed loop: plan a window, fetch it, post it to the engine, advance, repeat.
+
+It runs as its own task on kopf's loop, beside the job's reconcile loop, so a slow source
+never delays a close or a spec change. Its caller injects the engine side (`post`,
+`advance`, how far the job's data goes) and is told of progress through `on_change`; the
+progress itself is a plain object the caller turns into status. `stop()` waits for a post
+already handed to the engine, so a restarted feed always sees what that post committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import aiohttp
+
+from mljob_operator.datafeed import http, prometheus
+from mljob_operator.datafeed.puller import (
+    FeedConfig,
+    HttpQuery,
+    Window,
+    plan,
+    resume_point,
+    retry_delay_s,
+)
+from mljob_operator.datafeed.sources import DEFAULT_MAX_RESPONSE_BYTES, FeedError
+
+log = logging.getLogger(__name__)
+
+
+class JobStopped(Exception):
+    """The job no longer takes data (it is closing): the feed ends quietly."""
+
+
+@dataclass
+class Progress:
+    searched_until: int | None = None
+    last_pull_ms: int | None = None
+    last_error: str | None = None
+    last_error_ms: int | None = None
+    running: bool = False
+    records: int = 0
+    """Records posted by this process (a figure for logs and tests, not persisted)."""
+
+
+class Feed:
+    def __init__(
+        self,
+        name: str,
+        config: FeedConfig,
+        progress: Progress,
+        *,
+        post: Callable[[bytes], Awaitable[None]],
+        advance: Callable[[int], Awaitable[None]],
+        analysed_until_ms: Callable[[], int | None],
+        clock_ms: Callable[[], int],
+        on_change: Callable[[], None],
+        on_error: Callable[[str], None],
+        max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+    ) -> None:
+        self.name, self.config, self.progress = name, config, progress
+        self._post, self._advance, self._analysed = post, advance, analysed_until_ms
+        self._clock_ms, self._on_change, self._on_error = clock_ms, on_change, on_error
+        self._max_bytes = max_bytes
+        self._task: asyncio.Task[None] | None = None
+        self._inflight: asyncio.Future[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"datafeed {self.name}")
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        inflight, self._inflight = self._inflight, None
+        if inflight is not None:
+            with contextlib.suppress(Exception):
+                await inflight
+
+    async def _run(self) -> None:
+        p, cfg = self.progress, self.config
+        p.running = True
+        try:
+            async with aiohttp.ClientSession() as session:
+                cursor = resume_point(cfg, p.searched_until, self._analysed(), self._clock_ms())
+                p.searched_until = cursor
+                self._on_change()
+                failures = 0
+                while True:
+                    now = self._clock_ms()
+                    cursor = resume_point(cfg, cursor, self._analysed(), now)
+                    step = plan(cfg, cursor, now)
+                    if step.end_reached:
+                        log.info("datafeed %s reached its end (%d records)", self.name, p.records)
+                        return
+                    if step.window is None:
+                        assert step.wake_at_ms is not None
+                        await asyncio.sleep((step.wake_at_ms - now) / 1000)
+                        continue
+                    try:
+                        p.records += await self._pull(session, step.window)
+                    except FeedError as err:
+                        failures += 1
+                        self._failed(str(err))
+                        await asyncio.sleep(retry_delay_s(failures))
+                        continue
+                    failures = 0
+                    cursor = step.window.end_ms
+                    p.searched_until, p.last_pull_ms, p.last_error = cursor, self._clock_ms(), None
+                    self._on_change()
+        except JobStopped:
+            return
+        finally:
+            p.running = False
+            self._on_change()
+
+    def _failed(self, message: str) -> None:
+        log.warning("datafeed %s: %s", self.name, message)
+        p = self.progress
+        p.last_error, p.last_error_ms = message, self._clock_ms()
+        self._on_error(message)
+        self._on_change()
+
+    async def _pull(self, session: aiohttp.ClientSession, window: Window) -> int:
+        cfg, source = self.config, self.config.source
+        args = (window, cfg.time_field, cfg.time_format, self._max_bytes)
+        if isinstance(source, HttpQuery):
+            body, count = await http.fetch(session, source, *args)
+        else:
+            body, count = await prometheus.fetch(session, source, *args)
+        if count:
+            await self._shielded(self._post(body))
+        await self._shielded(self._advance(window.end_ms))
+        return count
+
+    async def _shielded(self, work: Awaitable[None]) -> None:
+        """Engine writes finish even if the feed is stopped meanwhile (`stop` awaits them)."""
+        self._inflight = asyncio.ensure_future(work)
+        try:
+            await asyncio.shield(self._inflight)
+        finally:
+            if self._inflight.done():
+                self._inflight = None

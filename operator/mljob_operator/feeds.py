@@ -1,0 +1,183 @@
+"""A job's datafeed as the controller sees it: started, restarted and stopped as the
+lifecycle says, its progress folded into status.
+
+The controller calls `sync()` on every turn of its loop with whether the feed should run
+(`lifecycle.datafeed_runs`); a changed `spec.datafeed` restarts the feed from its current
+progress. Progress starts from the status the controller recorded, and engine refusals
+are translated here: a job that stopped taking data ends the feed, anything else is a
+pull error retried with backoff. Pull errors become one Warning event per distinct error
+(again after `ERROR_EVENT_REPEAT_S`), never one per retry.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from mljob_operator.api import (
+    DatafeedState,
+    DatafeedStatus,
+    HTTPSource,
+    MLJobSpec,
+    parse_duration,
+)
+from mljob_operator.datafeed import FeedConfig, FeedError, HttpQuery, PrometheusQuery
+from mljob_operator.datafeed.runner import Feed, JobStopped, Progress
+from mljob_operator.engine.errors import JobClosedError
+from mljob_operator.faults import FaultInjector
+from mljob_operator.runtime import JobNotOpenError, JobRuntime
+
+log = logging.getLogger(__name__)
+
+PROMETHEUS_CHUNK_STEPS = 1000
+PROMETHEUS_MAX_CHUNK_STEPS = 10_000
+HTTP_CHUNK_BUCKETS = 100
+ERROR_EVENT_REPEAT_S = 600.0
+
+
+def _ms(value: datetime | None) -> int | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return int(value.timestamp() * 1000)
+
+
+def _duration_ms(text: str) -> int:
+    return int(parse_duration(text).total_seconds() * 1000)
+
+
+def feed_config(spec: MLJobSpec) -> FeedConfig | None:
+    df = spec.datafeed
+    if df is None:
+        return None
+    bucket_ms = _duration_ms(spec.analysis_config.bucket_span)
+    frequency_ms = _duration_ms(df.frequency) if df.frequency else bucket_ms
+    source: PrometheusQuery | HttpQuery
+    if df.prometheus is not None:
+        prom = df.prometheus
+        step_ms = max(_duration_ms(prom.step), 1) if prom.step else bucket_ms
+        source = PrometheusQuery(prom.url, prom.query, step_ms, prom.value_field)
+        chunk_ms = min(
+            _duration_ms(df.chunk_span) if df.chunk_span else PROMETHEUS_CHUNK_STEPS * step_ms,
+            PROMETHEUS_MAX_CHUNK_STEPS * step_ms,
+        )
+    else:
+        assert isinstance(df.http, HTTPSource)
+        source = HttpQuery(df.http.url)
+        chunk_ms = _duration_ms(df.chunk_span) if df.chunk_span else HTTP_CHUNK_BUCKETS * bucket_ms
+    return FeedConfig(
+        source=source,
+        start_ms=_ms(df.start),
+        end_ms=_ms(df.end),
+        frequency_ms=max(frequency_ms, 1),
+        query_delay_ms=_duration_ms(df.query_delay),
+        chunk_ms=max(chunk_ms, 1),
+        time_field=spec.data_description.time_field,
+        time_format=spec.data_description.time_format.value,
+    )
+
+
+def _from_ms(ms: int | None) -> datetime | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
+
+
+class JobFeed:
+    def __init__(
+        self,
+        job_id: str,
+        runtime: JobRuntime,
+        faults: FaultInjector,
+        clock: Callable[[], datetime],
+        on_change: Callable[[], None],
+        on_error: Callable[[str], None],
+        max_bytes: int,
+    ) -> None:
+        self.job_id, self.runtime, self.faults, self.clock = job_id, runtime, faults, clock
+        self._on_change, self._on_error, self._max_bytes = on_change, on_error, max_bytes
+        self.progress: Progress | None = None
+        self._feed: Feed | None = None
+        self._posts = 0
+        self._last_error_event: tuple[str, float] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._feed is not None and self._feed.running
+
+    def status(self, recorded: DatafeedStatus | None) -> DatafeedStatus | None:
+        """`recorded` updated with this process's progress (end_reached is the lifecycle's)."""
+        p = self.progress
+        if p is None:
+            return recorded
+        base = recorded or DatafeedStatus()
+        return base.model_copy(
+            update={
+                "state": DatafeedState.STARTED if p.running else DatafeedState.STOPPED,
+                "searched_until": p.searched_until,
+                "last_pull_time": _from_ms(p.last_pull_ms) or base.last_pull_time,
+                "last_error": p.last_error,
+                "last_error_time": _from_ms(p.last_error_ms) or base.last_error_time,
+            }
+        )
+
+    async def sync(self, spec: MLJobSpec, run: bool, recorded: DatafeedStatus | None) -> None:
+        config = feed_config(spec)
+        if config is None:
+            await self.stop()
+            self.progress = None
+            return
+        if self._feed is not None and (not run or self._feed.config != config):
+            await self.stop()
+        if not run or self.running:
+            return
+        if self.progress is None:
+            self.progress = Progress(
+                searched_until=recorded.searched_until if recorded else None,
+                last_pull_ms=_ms(recorded.last_pull_time) if recorded else None,
+            )
+        self._feed = Feed(
+            self.job_id,
+            config,
+            self.progress,
+            post=self._post,
+            advance=self._advance,
+            analysed_until_ms=lambda: self.runtime.analysed_until(self.job_id),
+            clock_ms=lambda: _ms(self.clock()) or 0,
+            on_change=self._on_change,
+            on_error=self._error,
+            max_bytes=self._max_bytes,
+        )
+        self._feed.start()
+        log.info("%s: datafeed started at %s", self.job_id, self.progress.searched_until)
+
+    async def stop(self) -> None:
+        feed, self._feed = self._feed, None
+        if feed is not None:
+            await feed.stop()
+
+    async def _post(self, body: bytes) -> None:
+        try:
+            await self.runtime.post_data(self.job_id, body)
+        except (JobNotOpenError, JobClosedError):
+            raise JobStopped from None
+        except Exception as err:
+            raise FeedError(f"the job refused the data: {err}") from err
+        self._posts += 1
+        self.faults.checkpoint(f"after:datafeedPost:{self._posts}")
+
+    async def _advance(self, end_ms: int) -> None:
+        try:
+            await self.runtime.flush(self.job_id, False, end_ms, None)
+        except (JobNotOpenError, JobClosedError):
+            raise JobStopped from None
+        except Exception as err:
+            raise FeedError(f"the job could not advance to {end_ms}: {err}") from err
+
+    def _error(self, message: str) -> None:
+        now = time.monotonic()
+        last = self._last_error_event
+        if last is None or last[0] != message or now - last[1] >= ERROR_EVENT_REPEAT_S:
+            self._last_error_event = (message, now)
+            self._on_error(message)
