@@ -91,13 +91,14 @@ class Feed:
         p.running = True
         try:
             async with aiohttp.ClientSession() as session:
-                cursor = resume_point(cfg, p.searched_until, self._analysed(), self._clock_ms())
-                p.searched_until = cursor
                 self._on_change()
                 failures = 0
                 while True:
                     now = self._clock_ms()
-                    cursor = resume_point(cfg, cursor, self._analysed(), now)
+                    cursor = resume_point(cfg, p.searched_until, self._analysed(), now)
+                    if cursor != p.searched_until:
+                        p.searched_until = cursor
+                        self._on_change()
                     step = plan(cfg, cursor, now)
                     if step.end_reached:
                         log.info("datafeed %s reached its end (%d records)", self.name, p.records)
@@ -113,9 +114,17 @@ class Feed:
                         self._failed(str(err))
                         await asyncio.sleep(retry_delay_s(failures))
                         continue
+                    except JobStopped:
+                        raise
+                    except Exception as err:
+                        log.exception("datafeed %s: unexpected error", self.name)
+                        failures += 1
+                        self._failed(f"unexpected {type(err).__name__}: {err}")
+                        await asyncio.sleep(retry_delay_s(failures))
+                        continue
                     failures = 0
-                    cursor = step.window.end_ms
-                    p.searched_until, p.last_pull_ms, p.last_error = cursor, self._clock_ms(), None
+                    p.searched_until, p.last_pull_ms = step.window.end_ms, self._clock_ms()
+                    p.last_error = None
                     self._on_change()
         except JobStopped:
             return
