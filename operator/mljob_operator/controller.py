@@ -389,6 +389,9 @@ class JobController:
             except ValidationError:
                 return
             status = self._with_stats(lifecycle.refreshed(obs))
+            reverted = self.runtime.take_reverted(self.id)
+            if reverted is not None:
+                status = status.model_copy(update={"model_snapshot_id": reverted})
             if status != self.status:
                 await self._write(status)
 

@@ -74,6 +74,7 @@ class JobRuntime:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.store = SQLiteStore(data_dir / "mljobs.sqlite")
         self._slots: dict[str, _Slot] = {}
+        self._reverted: dict[str, str] = {}
 
     def _slot(self, job_id: str) -> _Slot:
         return self._slots.setdefault(job_id, _Slot())
@@ -184,13 +185,19 @@ class JobRuntime:
         async with slot.lock:
             if slot.job is not None:
                 raise JobNotClosedError(f"job {job_id} is open; close it before reverting")
-            return await asyncio.to_thread(
+            snapshot = await asyncio.to_thread(
                 revert_to_snapshot,
                 self.store,
                 job_id,
                 snapshot_id,
                 delete_intervening_results=delete_intervening_results,
             )
+        self._reverted[job_id] = snapshot.snapshot_id
+        return snapshot
+
+    def take_reverted(self, job_id: str) -> str | None:
+        """The snapshot a closed job was reverted to since the last call, for its status."""
+        return self._reverted.pop(job_id, None)
 
     async def delete_data(self, job_id: str) -> None:
         await self.release(job_id)

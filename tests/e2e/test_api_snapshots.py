@@ -8,7 +8,16 @@ from typing import Any
 
 from devtools.controlplane import ControlPlane
 from devtools.operatorproc import OperatorProcess
-from tests.e2e.jobs import event_series, mljob, ndjson, post, set_state, status, wait_state
+from tests.e2e.jobs import (
+    event_series,
+    mljob,
+    ndjson,
+    post,
+    set_state,
+    status,
+    wait_for,
+    wait_state,
+)
 
 
 def test_snapshot_retain_revert_delete(
@@ -54,6 +63,11 @@ def test_snapshot_retain_revert_delete(
     assert body["model"]["snapshotId"] == first
     code, stats = call("GET", "/stats")
     assert stats["modelSnapshotId"] == first
+
+    def status_follows() -> bool:
+        return status(cp, ns, "web")["modelSnapshotId"] == first
+
+    wait_for(status_follows, "status.modelSnapshotId to follow the revert")
     assert call("DELETE", f"/modelsnapshots/{second}") == (200, {"acknowledged": True})
     assert call("GET", f"/modelsnapshots/{second}")[0] == 404
 

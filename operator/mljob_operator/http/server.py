@@ -339,6 +339,7 @@ class DataApi:
             snap = await self._translated(self.runtime.revert(job_id, snapshot_id, delete_results))
         except JobNotClosedError as err:
             raise Conflict(str(err)) from err
+        self.wake(job_id)
         return web.json_response({"model": snap.to_api()})
 
     async def delete_snapshot(self, request: web.Request) -> web.Response:
