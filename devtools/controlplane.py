@@ -78,7 +78,20 @@ def _die_with_parent() -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def _stop_process(proc: subprocess.Popen[bytes], grace_s: float = 15.0) -> None:
+def spawn_logged(argv: Sequence[str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Start a server in its own session, output to `log_path`, killed with its parent."""
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            list(argv),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 (no threads spawn children here)
+            start_new_session=True,
+        )
+
+
+def stop_process(proc: subprocess.Popen[bytes], grace_s: float = 15.0) -> None:
     if proc.poll() is not None:
         return
     proc.terminate()
@@ -124,15 +137,7 @@ class ControlPlane:
         self.stop()
 
     def _spawn(self, name: str, argv: Sequence[str]) -> subprocess.Popen[bytes]:
-        with (self.root / f"{name}.log").open("wb") as log:
-            proc = subprocess.Popen(
-                list(argv),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 (no threads spawn children here)
-                start_new_session=True,
-            )
+        proc = spawn_logged(argv, self.root / f"{name}.log")
         self._procs.append(proc)
         return proc
 
@@ -309,7 +314,7 @@ class ControlPlane:
 
     def stop(self) -> None:
         for proc in reversed(self._procs):
-            _stop_process(proc)
+            stop_process(proc)
         self._procs.clear()
         if self._own_root:
             shutil.rmtree(self.root, ignore_errors=True)

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 
-from devtools.controlplane import _die_with_parent, _stop_process, free_port
+from devtools.controlplane import free_port, spawn_logged, stop_process
 
 PROMETHEUS = Path("/usr/bin/prometheus")
 PROMTOOL = Path("/usr/bin/promtool")
@@ -78,21 +78,16 @@ class Prometheus:
         )
         config = self.root / "prometheus.yml"
         config.write_text("global:\n  scrape_interval: 1h\nscrape_configs: []\n")
-        with (self.root / "prometheus.log").open("wb") as log:
-            self.proc = subprocess.Popen(
-                [
-                    str(PROMETHEUS),
-                    f"--config.file={config}",
-                    f"--storage.tsdb.path={data}",
-                    "--storage.tsdb.retention.time=100y",
-                    f"--web.listen-address=127.0.0.1:{self.port}",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 (no threads spawn children here)
-                start_new_session=True,
-            )
+        self.proc = spawn_logged(
+            [
+                str(PROMETHEUS),
+                f"--config.file={config}",
+                f"--storage.tsdb.path={data}",
+                "--storage.tsdb.retention.time=100y",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+            ],
+            self.root / "prometheus.log",
+        )
         self._wait_ready()
 
     def _wait_ready(self) -> None:
@@ -121,5 +116,5 @@ class Prometheus:
 
     def stop(self) -> None:
         if self.proc is not None:
-            _stop_process(self.proc)
+            stop_process(self.proc)
         shutil.rmtree(self.root, ignore_errors=True)
