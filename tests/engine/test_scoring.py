@@ -101,3 +101,13 @@ def test_renormalisation_leaves_results_outside_the_window(
         (T0 + 400 * SPAN) * 1000,
         (T0 + (400 + 2 * day) * SPAN) * 1000,
     ]
+
+
+def test_one_extreme_anomaly_in_a_short_history_scores_high() -> None:
+    norm = Normaliser(window_ms=30 * 86_400_000, bucket_span_ms=300_000)
+    for b in range(40):
+        norm.observe(b * 300_000, np.array([0.2]))
+    norm.observe(40 * 300_000, np.array([20.0]))
+    scale = norm.scale()
+    assert scale.score_one(20.0) == 100.0
+    assert scale.score_one(0.2) == 0.0

@@ -6,7 +6,9 @@ p = 0.001) stay below 25; above it they grow logarithmically to 100 at the windo
 largest anomaly (at least p = 1e-10). So a bigger anomaly lowers the scores of earlier
 ones in the window (renormalisation) while their initial scores stay as first published.
 The parameters are quantised to histogram edges and 0.01 so that rescoring stored results
-happens only when the scale really moves.
+happens only when the scale really moves. The quantile counts a prior of PRIOR_BUCKETS
+unremarkable buckets, so in a short history one extreme anomaly cannot be its own 99th
+percentile (and score like noise); over a long history the prior weighs nothing.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ NOISE_RAW = 1.3  # p = 0.05: below this a score is 0
 MIN_QUANTILE_RAW = 3.0
 MIN_MAX_RAW = 10.0
 QUANTILE = 0.99
+PRIOR_BUCKETS = 100.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,10 +71,12 @@ class Normaliser:
             self.maxima.pop(0)
 
     def scale(self) -> ScoreScale:
-        total = float(self.hist.sum())
+        hist = self.hist.copy()
+        hist[0] += PRIOR_BUCKETS
+        total = float(hist.sum())
         q = 0.0
         if total > 0:
-            cum = np.cumsum(self.hist)
+            cum = np.cumsum(hist)
             i = int(np.searchsorted(cum, QUANTILE * total))
             q = float(EDGES[min(i + 1, len(EDGES) - 1)])
         top = round(self.maxima[0][1], 2) if self.maxima else 0.0
