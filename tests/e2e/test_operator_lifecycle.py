@@ -104,6 +104,7 @@ def test_open_data_close_reopen_close(
         assert score_a == pytest.approx(score_b, abs=1e-6)
     ranked = sorted(whole, key=lambda b: b[1], reverse=True)
     assert ranked[0][0] == (BASE_TIME + 200 * 60) * 1000, "the spike scores highest"
+    assert ranked[0][1] > 75
     assert ranked[0][1] > 2 * ranked[1][1]
 
 
