@@ -82,6 +82,8 @@ class JobController:
         self.runtime, self.kube, self.settings, self.clock = runtime, kube, settings, clock
         self.faults = FaultInjector(settings.fault_kill_at, settings.fault_fail_at)
         self.status: MLJobStatus | None = None
+        self.fed_by_datafeed = False
+        """Whether the spec last seen has a datafeed (the data API then refuses posts)."""
         self.wake = asyncio.Event()
         self.lock = asyncio.Lock()
         self._stats_at = 0.0
@@ -105,6 +107,7 @@ class JobController:
         meta = body.get("metadata", {})
         annotations = meta.get("annotations") or {}
         spec = MLJobSpec.model_validate(body.get("spec") or {})
+        self.fed_by_datafeed = spec.datafeed is not None
         return Observation(
             spec=spec,
             status=self._current(spec),

@@ -52,6 +52,15 @@ class Registry:
         key = job_id(namespace, name)
         return key in self.controllers or self.runtime.store.get_job(key) is not None
 
+    def state(self, namespace: str, name: str) -> str | None:
+        controller = self.controllers.get(job_id(namespace, name))
+        status = controller.status if controller is not None else None
+        return status.state.value if status is not None and status.state is not None else None
+
+    def fed_by_datafeed(self, namespace: str, name: str) -> bool:
+        controller = self.controllers.get(job_id(namespace, name))
+        return controller is not None and controller.fed_by_datafeed
+
     def wake(self, key: str) -> None:
         controller = self.controllers.get(key)
         if controller is not None:
@@ -81,18 +90,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     op = OperatorSettings.from_env()
     registry = Registry(runtime=JobRuntime(op.data_dir), kube=KubeClient(), settings=op)
 
-    def job_state(namespace: str, name: str) -> str | None:
-        controller = registry.controllers.get(job_id(namespace, name))
-        status = controller.status if controller is not None else None
-        return status.state.value if status is not None and status.state is not None else None
-
     api = DataApi(
         registry.runtime,
         Authorizer(registry.kube),
         StateRequests(registry.kube),
-        registry.exists,
-        job_state,
-        registry.wake,
+        registry,
         op.max_body_bytes,
     )
     ssl_context = None

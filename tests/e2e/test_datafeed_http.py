@@ -24,6 +24,7 @@ from tests.e2e.jobs import (
     condition,
     events,
     mljob,
+    post,
     set_state,
     status,
     wait_for,
@@ -115,6 +116,9 @@ def test_unreachable_source_then_fixed_closes_at_end_and_a_later_end_reopens(
     )
     assert st["state"] == "opened"
     assert "Cannot connect" in st["datafeed"]["lastError"], st["datafeed"]
+    code, refused = post(operator, ns, name, b'{"time": 1699999800}')
+    assert code == 409, refused
+    assert "takes its data from its datafeed" in refused["error"]["message"]
     assert st["datafeed"]["state"] == "started"
     ready = condition(st, "Ready")
     assert (ready["status"], ready["reason"]) == ("True", "DatafeedError")

@@ -50,6 +50,25 @@ class NoJobs:
         raise AssertionError("not reached")
 
 
+class Jobs:
+    """The operator's job directory, for jobs that exist and are closed."""
+
+    def __init__(self, known: set[tuple[str, str]]) -> None:
+        self.known = known
+
+    def exists(self, namespace: str, name: str) -> bool:
+        return (namespace, name) in self.known
+
+    def state(self, namespace: str, name: str) -> str | None:
+        return "closed" if (namespace, name) in self.known else None
+
+    def fed_by_datafeed(self, namespace: str, name: str) -> bool:
+        return False
+
+    def wake(self, job_id: str) -> None:
+        pass
+
+
 Call = Callable[..., Awaitable[tuple[int, Any]]]
 
 
@@ -60,9 +79,7 @@ def with_client(tmp_path: Path, test: Callable[[Call], Awaitable[None]]) -> None
             runtime,
             Authorizer(Reviews()),
             StateRequests(NoJobs()),
-            lambda ns, name: (ns, name) == ("ns", "web-1"),
-            lambda ns, name: "closed",
-            lambda key: None,
+            Jobs({("ns", "web-1")}),
             max_body_bytes=1024,
         )
         async with TestClient(TestServer(api.app())) as client:
@@ -156,9 +173,7 @@ def test_openapi_describes_every_route(tmp_path: Path) -> None:
         runtime,
         Authorizer(Reviews()),
         StateRequests(NoJobs()),
-        lambda ns, name: False,
-        lambda ns, name: None,
-        lambda key: None,
+        Jobs(set()),
         max_body_bytes=1024,
     )
     doc = openapi_document(1024)

@@ -14,7 +14,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from aiohttp import web
@@ -63,10 +63,22 @@ MANAGE_SNAPSHOTS = OPEN_CLOSE
 """Changing, reverting or deleting model snapshots manages the job's model, which the
 roles tie to the right to open and close it (mljob-editor and mljob-admin)."""
 
-JobExists = Callable[[str, str], bool]
-"""(namespace, name) → whether this operator reconciles that MLJob."""
-JobStateOf = Callable[[str, str], str | None]
-"""(namespace, name) → the `status.state` the controller last wrote, if any."""
+
+class JobDirectory(Protocol):
+    """What the API asks the operator about the MLJobs it reconciles."""
+
+    def exists(self, namespace: str, name: str) -> bool: ...
+
+    def state(self, namespace: str, name: str) -> str | None:
+        """The `status.state` the controller last wrote, if any."""
+
+    def fed_by_datafeed(self, namespace: str, name: str) -> bool:
+        """Whether the job takes its data from `spec.datafeed` (so not from the API)."""
+
+    def wake(self, job_id: str) -> None:
+        """Tell the job's controller that something changed (data, a revert)."""
+
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -76,17 +88,13 @@ class DataApi:
         runtime: JobRuntime,
         auth: Authorizer,
         desired: StateRequests,
-        job_exists: JobExists,
-        job_state: JobStateOf,
-        wake: Callable[[str], None],
+        jobs: JobDirectory,
         max_body_bytes: int,
     ) -> None:
         self.runtime = runtime
         self.auth = auth
         self.desired = desired
-        self.job_exists = job_exists
-        self.job_state = job_state
-        self.wake = wake
+        self.jobs = jobs
         self.max_body_bytes = max_body_bytes
         self._openapi = orjson.dumps(openapi_document(max_body_bytes))
 
@@ -139,7 +147,7 @@ class DataApi:
             user = await self.auth.authenticate(request.headers.get("Authorization"))
             namespace, name = request.match_info["namespace"], request.match_info["name"]
             await self.auth.require(user, permission, namespace, name, action)
-            if not self.job_exists(namespace, name):
+            if not self.jobs.exists(namespace, name):
                 raise NotFound(f"MLJob {namespace}/{name} not found")
             return await handler(request)
 
@@ -190,6 +198,11 @@ class DataApi:
         job_id = self._job(request)
         if not self.runtime.is_accepting(job_id):
             raise self._not_open(job_id)
+        if self.jobs.fed_by_datafeed(*job_id.split("/", 1)):
+            raise Conflict(
+                f"MLJob {job_id} takes its data from its datafeed (spec.datafeed); remove "
+                "the datafeed to post data to it"
+            )
         body = await self._body(request)
         if not body.strip():
             raise BadRequest("empty body: send NDJSON or a JSON array of records")
@@ -199,7 +212,7 @@ class DataApi:
             raise self._not_open(job_id) from None
         except DataFormatError as err:
             raise BadRequest(f"malformed body: {err}") from err
-        self.wake(job_id)
+        self.jobs.wake(job_id)
         return web.json_response(counts, status=202)
 
     async def flush(self, request: web.Request) -> web.Response:
@@ -213,7 +226,7 @@ class DataApi:
             raise self._not_open(job_id) from None
         except DataFormatError as err:
             raise BadRequest(str(err)) from err
-        self.wake(job_id)
+        self.jobs.wake(job_id)
         return web.json_response(result)
 
     # -- desired state ---------------------------------------------------------------
@@ -249,7 +262,9 @@ class DataApi:
         for name in plain:
             if name != "_all":
                 await self.auth.require(user, OPEN_CLOSE, namespace, name, "close the job")
-        existing = [n for n in await self.desired.names(namespace) if self.job_exists(namespace, n)]
+        existing = [
+            n for n in await self.desired.names(namespace) if self.jobs.exists(namespace, n)
+        ]
         try:
             return select_names(expression, existing, allow_no_match)
         except NoMatch as err:
@@ -282,7 +297,7 @@ class DataApi:
         return web.json_response(
             {
                 "jobId": job_id,
-                "state": self.job_state(namespace, name),
+                "state": self.jobs.state(namespace, name),
                 "open": self.runtime.is_accepting(job_id),
                 "modelSnapshotId": row.active_snapshot_id if row else None,
                 "dataCounts": counts,
@@ -330,7 +345,7 @@ class DataApi:
         job_id, snapshot_id = self._job(request), request.match_info["snapshotId"]
         delete_results = parse_bool(request.query, "deleteInterveningResults")
         await self._snapshot(request)
-        state = self.job_state(namespace, name)
+        state = self.jobs.state(namespace, name)
         if state != JobState.CLOSED or self.runtime.is_loaded(job_id):
             raise Conflict(
                 f"MLJob {job_id} is {state or 'not closed'}; close it before reverting its model"
@@ -339,7 +354,7 @@ class DataApi:
             snap = await self._translated(self.runtime.revert(job_id, snapshot_id, delete_results))
         except JobNotClosedError as err:
             raise Conflict(str(err)) from err
-        self.wake(job_id)
+        self.jobs.wake(job_id)
         return web.json_response({"model": snap.to_api()})
 
     async def delete_snapshot(self, request: web.Request) -> web.Response:
