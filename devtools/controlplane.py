@@ -12,12 +12,10 @@ controlplane`), prints `export KUBECONFIG=...` once ready and stops on Ctrl-C/SI
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import importlib.util
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -26,16 +24,15 @@ import time
 import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from types import TracebackType
 
 import yaml
 
 from devtools.pki import CertificateAuthority, service_account_keys
+from devtools.processes import Service, free_port, spawn_logged, stop_process
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = REPO_ROOT / "hack" / "controlplane" / "build.py"
 READY_TIMEOUT_S = 90.0
-PR_SET_PDEATHSIG = 1
 
 
 def _load_build_module() -> object:
@@ -66,43 +63,7 @@ def bin_path_env() -> str:
     return os.pathsep.join([*dirs, os.environ.get("PATH", "")])
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _die_with_parent() -> None:
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-def spawn_logged(argv: Sequence[str], log_path: Path) -> subprocess.Popen[bytes]:
-    """Start a server in its own session, output to `log_path`, killed with its parent."""
-    with log_path.open("wb") as log:
-        return subprocess.Popen(
-            list(argv),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 (no threads spawn children here)
-            start_new_session=True,
-        )
-
-
-def stop_process(proc: subprocess.Popen[bytes], grace_s: float = 15.0) -> None:
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=grace_s)
-
-
-class ControlPlane:
+class ControlPlane(Service):
     """Start with `with ControlPlane() as cp:`; `cp.kubeconfig` is the admin kubeconfig."""
 
     def __init__(self, root: Path | None = None) -> None:
@@ -119,22 +80,6 @@ class ControlPlane:
         self.kubeconfig = self.root / "admin.kubeconfig"
         self._procs: list[subprocess.Popen[bytes]] = []
         self.start_seconds = 0.0
-
-    def __enter__(self) -> ControlPlane:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _spawn(self, name: str, argv: Sequence[str]) -> subprocess.Popen[bytes]:
         proc = spawn_logged(argv, self.root / f"{name}.log")

@@ -25,7 +25,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from devtools.controlplane import REPO_ROOT, ControlPlane, free_port
+from devtools.controlplane import REPO_ROOT, ControlPlane
+from devtools.processes import free_port
 
 OPERATOR_USER = "system:serviceaccount:mljob-system:mljob-operator"
 OPERATOR_GROUPS = ("system:serviceaccounts", "system:serviceaccounts:mljob-system")

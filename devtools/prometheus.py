@@ -17,9 +17,8 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
-from types import TracebackType
 
-from devtools.controlplane import free_port, spawn_logged, stop_process
+from devtools.processes import Service, free_port, spawn_logged, stop_process
 
 PROMETHEUS = Path("/usr/bin/prometheus")
 PROMTOOL = Path("/usr/bin/promtool")
@@ -37,7 +36,7 @@ def openmetrics(
     return "\n".join([*lines, "# EOF", ""])
 
 
-class Prometheus:
+class Prometheus(Service):
     """`with Prometheus(openmetrics_text) as prom:` — `prom.url` serves the backfilled data."""
 
     def __init__(self, backfill: str) -> None:
@@ -51,22 +50,6 @@ class Prometheus:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> Prometheus:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def start(self) -> None:
         data, source = self.root / "data", self.root / "backfill.om"

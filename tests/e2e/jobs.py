@@ -12,6 +12,8 @@ from devtools.controlplane import ControlPlane
 from devtools.operatorproc import OperatorProcess
 
 T = TypeVar("T")
+INVALID_RETENTION = {"modelSnapshotRetentionDays": 1, "dailyModelSnapshotRetentionAfterDays": 5}
+"""Passes the CRD but not the engine: daily retention cannot start after retention ends."""
 BASE_TIME = 1_699_999_800  # epoch seconds, on a 5-minute bucket boundary
 
 

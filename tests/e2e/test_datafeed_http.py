@@ -16,8 +16,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from devtools.controlplane import ControlPlane, free_port
+from devtools.controlplane import ControlPlane
 from devtools.operatorproc import OperatorProcess
+from devtools.processes import free_port
 from tests.e2e.jobs import (
     BASE_TIME,
     api_get,

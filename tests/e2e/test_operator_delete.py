@@ -9,7 +9,16 @@ from pathlib import Path
 from devtools.controlplane import ControlPlane
 from devtools.operatorproc import OperatorProcess
 from mljob_operator.store.sqlite import SQLiteStore
-from tests.e2e.jobs import event_series, mljob, ndjson, post, set_state, wait_for, wait_state
+from tests.e2e.jobs import (
+    INVALID_RETENTION,
+    event_series,
+    mljob,
+    ndjson,
+    post,
+    set_state,
+    wait_for,
+    wait_state,
+)
 
 CYCLES = 20
 
@@ -57,7 +66,7 @@ def test_deleting_a_failed_job_does_not_get_stuck(
     control_plane: ControlPlane, namespace: str, operator: OperatorProcess
 ) -> None:
     cp, ns, name = control_plane, namespace, "broken"
-    bad = mljob(name, modelSnapshotRetentionDays=1, dailyModelSnapshotRetentionAfterDays=5)
+    bad = mljob(name, **INVALID_RETENTION)
     cp.kubectl("apply", "-n", ns, "-f", "-", input=bad)
     wait_state(cp, ns, name, "failed")
     _delete(cp, ns, name)

@@ -16,6 +16,7 @@ from devtools.controlplane import ControlPlane
 from devtools.operatorproc import OperatorProcess
 from tests.e2e.jobs import (
     BASE_TIME,
+    INVALID_RETENTION,
     annotate_force,
     api_get,
     condition,
@@ -173,14 +174,7 @@ def test_invalid_spec_fails_and_only_force_closes_it(
     control_plane: ControlPlane, namespace: str, operator: OperatorProcess
 ) -> None:
     cp, ns, name = control_plane, namespace, "bad"
-    cp.kubectl(
-        "apply",
-        "-n",
-        ns,
-        "-f",
-        "-",
-        input=mljob(name, modelSnapshotRetentionDays=1, dailyModelSnapshotRetentionAfterDays=5),
-    )
+    cp.kubectl("apply", "-n", ns, "-f", "-", input=mljob(name, **INVALID_RETENTION))
     st = wait_state(cp, ns, name, "failed")
     ready, failed = condition(st, "Ready"), condition(st, "Failed")
     assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
@@ -210,14 +204,7 @@ def test_fixing_an_invalid_spec_opens_the_job(
     control_plane: ControlPlane, namespace: str, operator: OperatorProcess
 ) -> None:
     cp, ns, name = control_plane, namespace, "fixable"
-    cp.kubectl(
-        "apply",
-        "-n",
-        ns,
-        "-f",
-        "-",
-        input=mljob(name, modelSnapshotRetentionDays=1, dailyModelSnapshotRetentionAfterDays=5),
-    )
+    cp.kubectl("apply", "-n", ns, "-f", "-", input=mljob(name, **INVALID_RETENTION))
     wait_state(cp, ns, name, "failed")
     fix = '{"spec":{"dailyModelSnapshotRetentionAfterDays":1}}'
     cp.kubectl("patch", "mljob", name, "-n", ns, "--type=merge", "-p", fix)
