@@ -76,12 +76,17 @@ class JobController:
         kube: KubeClient,
         settings: OperatorSettings,
         clock: Callable[[], datetime] = utcnow,
+        uid: str | None = None,
     ) -> None:
+        self.uid = uid
         self.namespace, self.name = namespace, name
         self.id = job_id(namespace, name)
         self.runtime, self.kube, self.settings, self.clock = runtime, kube, settings, clock
         self.faults = FaultInjector(settings.fault_kill_at, settings.fault_fail_at)
         self.status: MLJobStatus | None = None
+        self.gone = False
+        """The object vanished without a deletion the finalizer saw (e.g. finalizer removed
+        by hand); the registry then forgets this controller."""
         self.fed_by_datafeed = False
         """Whether the spec last seen has a datafeed (the data API then refuses posts)."""
         self.wake = asyncio.Event()
@@ -140,6 +145,7 @@ class JobController:
                     if not acted:
                         await self.upkeep(body())
                 except JobGone:
+                    self.gone = True
                     return
                 except KubeError as err:
                     log.warning("%s: Kubernetes API error, will retry: %s", self.id, err)
@@ -154,7 +160,13 @@ class JobController:
         """Close the job (honouring force) before its data is removed; a failed job
         cannot be housekept, so deletion closes it forcibly."""
         while True:
-            obs = self.observe(body(), deleting=True)
+            try:
+                obs = self.observe(body(), deleting=True)
+            except ValidationError:
+                async with self.lock:
+                    await self.feed.stop()
+                    await self.runtime.force_close(self.id)
+                return
             if obs.status.state in (JobState.CLOSED, None):
                 return
             if obs.status.state == JobState.FAILED:

@@ -38,13 +38,25 @@ class Registry:
     controllers: dict[str, JobController] = field(default_factory=dict)
     http: web.AppRunner | None = None
 
-    def controller(self, namespace: str, name: str) -> JobController:
+    async def controller(self, namespace: str, name: str, uid: str | None) -> JobController:
+        """The controller of this object; a new object under an old name (another uid)
+        gets a new one, never the old job's status."""
         key = job_id(namespace, name)
-        if key not in self.controllers:
-            self.controllers[key] = JobController(
-                namespace, name, self.runtime, self.kube, self.settings
+        current = self.controllers.get(key)
+        if current is not None and uid is not None and current.uid not in (None, uid):
+            await self.forget(key)
+            current = None
+        if current is None:
+            current = JobController(
+                namespace, name, self.runtime, self.kube, self.settings, uid=uid
             )
-        return self.controllers[key]
+            self.controllers[key] = current
+        return current
+
+    async def forget(self, key: str) -> None:
+        """Drop a controller and its in-memory engine (the store keeps the job's data)."""
+        self.controllers.pop(key, None)
+        await self.runtime.release(key)
 
     def exists(self, namespace: str, name: str) -> bool:
         """Known to a daemon, or to the store (right after a restart, before kopf has
@@ -130,18 +142,20 @@ async def reconcile(
     **_: Any,
 ) -> None:
     registry: Registry = memo["registry"]
-    controller = registry.controller(namespace or "", name)
+    controller = await registry.controller(namespace or "", name, body.metadata.uid)
 
     def live_body() -> Mapping[str, Any]:
         return body
 
     await controller.run(live_body, lambda: bool(stopped), _emitter(body))
+    if controller.gone:
+        await registry.forget(controller.id)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
 async def delete(body: kopf.Body, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
     registry: Registry = memo["registry"]
-    controller = registry.controller(namespace or "", name)
+    controller = await registry.controller(namespace or "", name, body.metadata.uid)
 
     def live_body() -> Mapping[str, Any]:
         return body

@@ -3,7 +3,8 @@
 kopf watches and dispatches; status, spec and annotation patches made from long-running
 daemons and from the HTTP API go through here. Errors are translated in one place: a 404
 becomes `JobGone`, a 409 conflict is retried, everything else is raised as `KubeError`
-with the apiserver's message. The synchronous `kubernetes` client runs in threads.
+with the apiserver's message, and an unreachable apiserver is a `KubeError` 503 (a retry
+later, never a job failure). The synchronous `kubernetes` client runs in threads.
 """
 
 from __future__ import annotations
@@ -15,11 +16,14 @@ from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 import kubernetes
+import urllib3
 
 GROUP = "ml.mljob.dev"
 VERSION = "v1alpha1"
 PLURAL = "mljobs"
 CONFLICT_RETRIES = 5
+REQUEST_TIMEOUT_S = (5.0, 30.0)
+"""(connect, read): a half-open connection must not hold a job's controller forever."""
 
 T = TypeVar("T")
 
@@ -54,6 +58,7 @@ class KubeClient:
         self._authz = kubernetes.client.AuthorizationV1Api(api_client)
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT_S)
         for attempt in range(CONFLICT_RETRIES):
             try:
                 return await asyncio.to_thread(fn, *args, **kwargs)
@@ -62,6 +67,8 @@ class KubeClient:
                     await asyncio.sleep(0.05 * 2**attempt)
                     continue
                 raise _translate(err) from err
+            except (urllib3.exceptions.HTTPError, OSError) as err:
+                raise KubeError(503, f"Kubernetes API unreachable: {err}") from err
         raise AssertionError("unreachable")
 
     async def get_job(self, namespace: str, name: str) -> dict[str, Any]:

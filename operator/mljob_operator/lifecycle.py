@@ -161,7 +161,11 @@ def decide(obs: Observation) -> Decision:
         if force:
             return Decision(Action.FORCE_CLOSE)
         refused = status.condition(ConditionType.CLOSED)
-        if refused is not None and refused.reason == Reason.CLOSE_REFUSED:
+        if (
+            refused is not None
+            and refused.reason == Reason.CLOSE_REFUSED
+            and (refused.observed_generation or 0) >= (obs.generation or 0)
+        ):
             return Decision(Action.NOTHING)
         return Decision(Action.REFUSE_CLOSE)
     if state == JobState.OPENING:
@@ -194,7 +198,10 @@ def _with(obs: Observation, status: MLJobStatus, detail: Verdict | None = None) 
 
 def refreshed(obs: Observation) -> MLJobStatus:
     """The status of an idle open or closed job with its conditions re-derived (datafeed
-    errors surface in Ready, a spec change nothing had to act on is marked observed)."""
+    errors surface in Ready, a spec change nothing had to act on is marked observed); a
+    failed job's conditions keep saying why it failed, only the generation moves on."""
+    if obs.status.state == JobState.FAILED:
+        return obs.status.model_copy(update={"observed_generation": obs.generation})
     if obs.status.state not in (JobState.OPENED, JobState.CLOSED):
         return obs.status
     return _with(obs, obs.status)

@@ -12,6 +12,7 @@ import pytest
 from devtools.controlplane import ControlPlane
 from devtools.operatorproc import OperatorProcess
 from mljob_operator.lifecycle import CLOSE_STEPS
+from mljob_operator.store.sqlite import SQLiteStore
 from tests.e2e.jobs import (
     api_get,
     condition,
@@ -61,6 +62,13 @@ def test_close_survives_sigkill(
     assert st["dataCounts"]["processedRecordCount"] == len(records)
     buckets = api_get(survivor, ns, name, "results/buckets?size=1000")
     assert sum(b["eventCount"] for b in buckets["buckets"]) == len(records)
+    store = SQLiteStore(survivor.data_dir / "mljobs.sqlite")
+    try:
+        row = store.get_job(f"{ns}/{name}")
+    finally:
+        store.close()
+    assert row is not None
+    assert row.intake_open is False, "the store knows the job is closed (revert needs it)"
 
 
 def test_killed_while_opening_opens_after_restart(

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import aiohttp
 import orjson
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from mljob_operator.datafeed import Window
 from mljob_operator.datafeed.http import with_window, within
 from mljob_operator.datafeed.prometheus import eval_range, matrix_records
-from mljob_operator.datafeed.sources import FeedError, format_time
+from mljob_operator.datafeed.sources import FeedError, format_time, request
 
 T = 1_700_000_000
 W = Window(T * 1000, (T + 180) * 1000)
@@ -104,3 +109,44 @@ def test_window_parameters_replace_the_urls_own() -> None:
     url, params = with_window("http://s.test/data?tenant=x&start=1", Window(5, 9))
     assert url == "http://s.test/data"
     assert params == {"tenant": "x", "start": "5", "end": "9"}
+
+
+def test_an_answer_arriving_in_pieces_is_read_whole() -> None:
+    """A large answer comes in several TCP reads; the source must read to the end."""
+    pieces = [b'{"part": "%d", "pad": "%s"},' % (i, b"x" * 50_000) for i in range(6)]
+
+    async def slow(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        resp.content_length = 1 + sum(len(p) for p in pieces) + 3
+        await resp.prepare(request)
+        await resp.write(b"[")
+        for piece in pieces:
+            await resp.write(piece)
+            await asyncio.sleep(0.02)  # make the pieces arrive apart (not synchronisation)
+        await resp.write(b"{}]")
+        await resp.write_eof()
+        return resp
+
+    async def main() -> tuple[int, bytes]:
+        app = web.Application()
+        app.router.add_get("/", slow)
+        async with TestServer(app) as server, aiohttp.ClientSession() as session:
+            return await request(session, "GET", str(server.make_url("/")), max_bytes=10**6)
+
+    status, body = asyncio.run(main())
+    assert status == 200
+    assert len(orjson.loads(body)) == len(pieces) + 1
+
+
+def test_an_answer_over_the_limit_is_refused() -> None:
+    async def big(request: web.Request) -> web.Response:
+        return web.Response(body=b"x" * 5000)
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_get("/", big)
+        async with TestServer(app) as server, aiohttp.ClientSession() as session:
+            await request(session, "GET", str(server.make_url("/")), max_bytes=1000)
+
+    with pytest.raises(FeedError, match="larger than 1000 bytes"):
+        asyncio.run(main())

@@ -188,6 +188,8 @@ def test_failed_then_refused_then_forced() -> None:
     assert "ml.mljob.dev/force-close" in closed.message
     o = Observation(o.spec, refused, 3, None, False, NOW)
     assert lifecycle.decide(o).action == Action.NOTHING
+    asked_again = Observation(o.spec, refused, 4, None, False, NOW)
+    assert lifecycle.decide(asked_again).action == Action.REFUSE_CLOSE, "a new generation"
     o = Observation(o.spec, refused, 3, "now", False, NOW)
     assert lifecycle.decide(o).action == Action.FORCE_CLOSE
 
@@ -356,8 +358,11 @@ def test_datafeed_error_keeps_ready_true_and_says_why() -> None:
     assert conds["Failed"].status == ConditionStatus.FALSE
 
 
-def test_refreshed_leaves_a_failed_status_alone() -> None:
+def test_refreshed_keeps_a_failed_jobs_conditions_and_marks_the_generation_seen() -> None:
     o = obs(JobState.OPENED)
     failed = lifecycle.failed(o, Reason.ENGINE_ERROR, "disk full")
     again = Observation(o.spec, failed, 4, None, False, NOW)
-    assert lifecycle.refreshed(again) == failed
+    refreshed = lifecycle.refreshed(again)
+    assert refreshed.conditions == failed.conditions
+    assert refreshed.observed_generation == 4
+    assert refreshed.model_copy(update={"observed_generation": 3}) == failed

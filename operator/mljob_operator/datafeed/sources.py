@@ -24,6 +24,9 @@ class FeedError(Exception):
     """A pull failed; the message is for users."""
 
 
+READ_CHUNK_BYTES = 256 * 1024
+
+
 async def request(
     session: aiohttp.ClientSession,
     method: str,
@@ -40,10 +43,14 @@ async def request(
         ) as resp:
             if resp.content_length is not None and resp.content_length > max_bytes:
                 raise FeedError(_too_large(url, max_bytes))
-            body = await resp.content.read(max_bytes + 1)
-            if len(body) > max_bytes:
-                raise FeedError(_too_large(url, max_bytes))
-            return resp.status, body
+            # StreamReader.read(n) returns what has arrived so far, not n bytes: read to EOF
+            chunks, size = [], 0
+            async for chunk in resp.content.iter_chunked(READ_CHUNK_BYTES):
+                size += len(chunk)
+                if size > max_bytes:
+                    raise FeedError(_too_large(url, max_bytes))
+                chunks.append(chunk)
+            return resp.status, b"".join(chunks)
     except TimeoutError:
         raise FeedError(f"{method} {url}: no answer within {REQUEST_TIMEOUT.total:.0f}s") from None
     except asyncio.CancelledError:

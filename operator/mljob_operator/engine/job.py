@@ -69,6 +69,7 @@ class Job:
         self.intake_open = True
         self._failed = False
         self._lock = threading.RLock()
+        self._last_stats: tuple[DataCounts, ModelSizeStats] | None = None
         self._last_persist_ms = self._now_ms()
 
     # ---- open --------------------------------------------------------------------------
@@ -140,11 +141,26 @@ class Job:
 
     @property
     def data_counts(self) -> DataCounts:
-        return self._an().counts.copy()
+        return self._stats()[0]
 
     @property
     def model_size_stats(self) -> ModelSizeStats:
-        return self._an().model_size_stats()
+        return self._stats()[1]
+
+    def _stats(self) -> tuple[DataCounts, ModelSizeStats]:
+        """Consistent counts and sizes; while an operation holds the job (in a worker
+        thread) the last ones taken, so a status read never waits for an ingest."""
+        if self._lock.acquire(blocking=False):
+            try:
+                an = self._an()
+                self._last_stats = (an.counts.copy(), an.model_size_stats())
+            finally:
+                self._lock.release()
+        if self._last_stats is None:
+            with self._lock:
+                an = self._an()
+                self._last_stats = (an.counts.copy(), an.model_size_stats())
+        return self._last_stats
 
     # ---- intake ------------------------------------------------------------------------
     def post_data(self, body: bytes) -> DataCounts:
@@ -263,16 +279,19 @@ class Job:
         with self._lock:
             self._an()
             self.intake_open = False
-            if self._recorded(close_id, "stop_intake") is None:
-                self.store.commit(
-                    self.job_id,
-                    WriteBatch(
-                        intake_open=False,
-                        close_id=close_id,
-                        close_complete=False,
-                        close_step=CloseStep(close_id, "stop_intake", {}),
-                    ),
-                )
+            if self._recorded(close_id, "stop_intake") is not None:
+                # resumed after a restart: Job.open marked intake open again
+                self.store.commit(self.job_id, WriteBatch(intake_open=False))
+                return
+            self.store.commit(
+                self.job_id,
+                WriteBatch(
+                    intake_open=False,
+                    close_id=close_id,
+                    close_complete=False,
+                    close_step=CloseStep(close_id, "stop_intake", {}),
+                ),
+            )
 
     def flush_buffers(self, close_id: str) -> int:
         """Records held in not yet final buckets (they are analysed as the close goes on)."""
