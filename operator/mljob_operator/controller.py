@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 
 ENGINE_RETRIES = 3
 IDLE_POLL_S = 0.2
+FORCE_POLL_S = 0.5
+"""How often a running housekeeping step looks for a new force-close value."""
 BACKOFF_S = (0.5, 2.0, 5.0)
 NORMAL, WARNING = "Normal", "Warning"
 
@@ -84,6 +86,8 @@ class JobController:
         self.runtime, self.kube, self.settings, self.clock = runtime, kube, settings, clock
         self.faults = FaultInjector(settings.fault_kill_at, settings.fault_fail_at)
         self.status: MLJobStatus | None = None
+        self._body: Mapping[str, Any] = {}
+        """The live body of the action in progress (kopf keeps it current)."""
         self.gone = False
         """The object vanished without a deletion the finalizer saw (e.g. finalizer removed
         by hand); the registry then forgets this controller."""
@@ -210,6 +214,7 @@ class JobController:
             decision = lifecycle.decide(obs)
             if decision.action == Action.NOTHING:
                 return False
+            self._body = body
             try:
                 await self._execute(obs, decision, emit)
                 self._failures = 0
@@ -319,14 +324,7 @@ class JobController:
         elif action == Action.FORCE_CLOSE:
             stats = self.runtime.stats(self.id)
             await self.runtime.force_close(self.id)
-            status = self._with_stats(lifecycle.force_closed(obs, self._new_id(), trigger), stats)
-            await self._write(status)
-            emit(
-                WARNING,
-                Reason.FORCE_CLOSED,
-                f"Force-closed ({FORCE_CLOSE_ANNOTATION}={status.last_handled_force_close}) "
-                "without flushing or persisting a snapshot; recent results may be missing.",
-            )
+            await self._force_closed(obs, trigger, stats, emit)
         elif action == Action.REFUSE_CLOSE:
             status = lifecycle.refuse_close(obs)
             await self._write(status)
@@ -352,21 +350,62 @@ class JobController:
         if not self.runtime.is_loaded(self.id):
             await self.runtime.load(self.id, obs.spec, accepting=False)
             await self.runtime.stop_intake(self.id, close.close_id)
-        if self.settings.step_delay_s:
-            await asyncio.sleep(self.settings.step_delay_s)
         self.faults.checkpoint(f"before:{step.value}")
         self.faults.maybe_fail(step.value)
-        task = asyncio.ensure_future(self.runtime.run_step(self.id, close.close_id, step))
-        if decision.close_deadline is not None:
-            remaining = (decision.close_deadline - self.clock()).total_seconds()
-            done, _ = await asyncio.wait({task}, timeout=max(remaining, 0.0))
-            if not done:
-                await self._time_out(self._now(obs), emit)
+        task = asyncio.ensure_future(self._engine_step(close.close_id, step))
+        if not await self._await_step(obs, task, decision, emit):
+            return
         results = await task
         self.faults.checkpoint(f"after:{step.value}")
         status = lifecycle.step_done(self._now(obs), step, results)
         await self._write(self._with_stats(status))
         self.faults.checkpoint(f"recorded:{step.value}")
+
+    async def _force_closed(
+        self,
+        obs: Observation,
+        trigger: str,
+        stats: tuple[dict[str, Any], dict[str, Any]] | None,
+        emit: EventSink,
+    ) -> None:
+        status = self._with_stats(lifecycle.force_closed(obs, self._new_id(), trigger), stats)
+        await self._write(status)
+        emit(
+            WARNING,
+            Reason.FORCE_CLOSED,
+            f"Force-closed ({FORCE_CLOSE_ANNOTATION}={status.last_handled_force_close}) "
+            "without flushing or persisting a snapshot; recent results may be missing.",
+        )
+
+    async def _engine_step(self, close_id: str, step: CloseStep) -> dict[str, Any]:
+        if self.settings.step_delay_s:
+            await asyncio.sleep(self.settings.step_delay_s)
+        return await self.runtime.run_step(self.id, close_id, step)
+
+    async def _await_step(
+        self,
+        obs: Observation,
+        task: asyncio.Future[dict[str, Any]],
+        decision: Decision,
+        emit: EventSink,
+    ) -> bool:
+        """Wait for a running step, reporting the timeout when it passes; False when a
+        new force-close value arrived meanwhile and the job was force-closed instead
+        (the step is abandoned to finish on its own)."""
+        deadline = decision.close_deadline
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=FORCE_POLL_S)
+            if done:
+                return True
+            if deadline is not None and self.clock() >= deadline:
+                await self._time_out(self._now(obs), emit)
+                deadline = None
+            live = self.observe(self._body, obs.deleting)
+            if lifecycle.pending_force(live) is not None:
+                stats = self.runtime.stats(self.id)
+                await self.runtime.abandon(self.id, task)
+                await self._force_closed(live, lifecycle.close_trigger(live), stats, emit)
+                return False
 
     async def _time_out(self, obs: Observation, emit: EventSink) -> None:
         status = lifecycle.timed_out(obs)

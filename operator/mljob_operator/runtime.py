@@ -9,6 +9,7 @@ the pydantic API spec into the engine's plain config: the engine never sees the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +76,7 @@ class JobRuntime:
         self.store = SQLiteStore(data_dir / "mljobs.sqlite")
         self._slots: dict[str, _Slot] = {}
         self._reverted: dict[str, str] = {}
+        self._abandoned: dict[str, asyncio.Future[None]] = {}
 
     def _slot(self, job_id: str) -> _Slot:
         return self._slots.setdefault(job_id, _Slot())
@@ -95,6 +97,7 @@ class JobRuntime:
         """Open the engine job (restore the latest snapshot, replay after it); returns
         the restored snapshot id."""
         config = engine_config(spec)
+        await self._settle(job_id)
         slot = self._slot(job_id)
         async with slot.lock:
             if slot.job is None:
@@ -199,7 +202,29 @@ class JobRuntime:
         """The snapshot a closed job was reverted to since the last call, for its status."""
         return self._reverted.pop(job_id, None)
 
+    async def abandon(self, job_id: str, step: asyncio.Future[Any]) -> None:
+        """Force-close a job while a housekeeping step still runs in a worker thread
+        (which cannot be interrupted): the store says closed at once, the job object is
+        detached and force-closed when the step returns; a reopen waits for that."""
+        slot = self._slots.pop(job_id, None)
+
+        async def finish() -> None:
+            with contextlib.suppress(Exception):
+                await step
+            if slot is not None and slot.job is not None:
+                async with slot.lock:
+                    await asyncio.to_thread(slot.job.force_close)
+
+        self._abandoned[job_id] = asyncio.ensure_future(finish())
+        await asyncio.to_thread(self.store.commit, job_id, WriteBatch(intake_open=False))
+
+    async def _settle(self, job_id: str) -> None:
+        pending = self._abandoned.pop(job_id, None)
+        if pending is not None:
+            await pending
+
     async def delete_data(self, job_id: str) -> None:
+        await self._settle(job_id)
         await self.release(job_id)
         await asyncio.to_thread(self.store.delete_job, job_id)
 

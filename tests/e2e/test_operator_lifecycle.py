@@ -236,3 +236,30 @@ def test_engine_failure_is_retried_then_fails_the_job(
     annotate_force(cp, ns, name, "rescue")
     cp.kubectl("wait", "-n", ns, "--for=condition=Closed", f"mljob/{name}", "--timeout=60s")
     assert api_get(op, ns, name, "results/buckets")["count"] > 0, "results stay readable"
+
+
+def test_force_close_interrupts_a_stuck_housekeeping_step(
+    control_plane: ControlPlane,
+    namespace: str,
+    operator_factory: Callable[..., OperatorProcess],
+) -> None:
+    cp, ns, name = control_plane, namespace, "stuck"
+    op = operator_factory(MLJOB_FAULT_STEP_DELAY="25")
+    cp.kubectl("apply", "-n", ns, "-f", "-", input=mljob(name, closeTimeout="1s"))
+    wait_state(cp, ns, name, "opened")
+    assert post(op, ns, name, ndjson(event_series(20)))[0] == 202
+    set_state(cp, ns, name, "closed")
+    st = wait_reason(cp, ns, name, "Closing", "TimedOut", timeout=20)
+    assert st["lastClose"]["steps"] == {}, "the first step is still running"
+    annotate_force(cp, ns, name, "unstick")
+    st = wait_reason(cp, ns, name, "Closed", "ForceClosed", timeout=10)
+    assert st["state"] == "closed"
+    assert st["lastHandledForceClose"] == "unstick"
+    assert st["lastClose"]["forced"] is True
+    assert st["lastClose"]["timedOut"] is True
+
+    set_state(cp, ns, name, "opened")
+    wait_state(cp, ns, name, "opened", timeout=90)
+    code, counts = post(op, ns, name, ndjson(event_series(5, start=BASE_TIME + 3600)))
+    assert code == 202, counts
+    assert counts["processedRecordCount"] == len(event_series(20)) + len(event_series(5))
