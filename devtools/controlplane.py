@@ -11,24 +11,22 @@ controlplane`), prints `export KUBECONFIG=...` once ready and stops on Ctrl-C/SI
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import os
 import shutil
-import signal
 import ssl
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
 
 from devtools.pki import CertificateAuthority, service_account_keys
-from devtools.processes import Service, free_port, spawn_logged, stop_process
+from devtools.processes import Service, free_port, spawn_logged, stop_process, stop_requested
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = REPO_ROOT / "hack" / "controlplane" / "build.py"
@@ -265,31 +263,18 @@ class ControlPlane(Service):
             shutil.rmtree(self.root, ignore_errors=True)
 
 
-@contextlib.contextmanager
-def running(root: Path | None = None) -> Iterator[ControlPlane]:
-    with ControlPlane(root) as cp:
-        yield cp
-
-
 def main() -> int:
-    stop_requested = False
-
-    def request_stop(signum: int, _frame: object) -> None:
-        nonlocal stop_requested
-        stop_requested = True
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    stop = stop_requested()
     root = REPO_ROOT / ".run" / "controlplane"
     if root.exists():
         shutil.rmtree(root)
-    with running(root) as cp:
+    with ControlPlane(root) as cp:
         print(f"control plane ready in {cp.start_seconds:.1f}s at {cp.server}", flush=True)
         print(f"export KUBECONFIG={cp.kubeconfig}", flush=True)
         print(f"export PATH={cp.path_env.split(os.pathsep + os.environ.get('PATH', ''))[0]}:$PATH")
         print("Ctrl-C stops it.", flush=True)
-        while not stop_requested:
-            time.sleep(0.2)
+        while not stop.wait(0.2):
+            pass
         print("stopping control plane", flush=True)
     return 0
 

@@ -10,6 +10,7 @@ import ctypes
 import signal
 import socket
 import subprocess
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -52,6 +53,18 @@ def stop_process(proc: subprocess.Popen[bytes], grace_s: float = 15.0) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=grace_s)
+
+
+def stop_requested() -> threading.Event:
+    """An event set on SIGTERM or Ctrl-C, for tools that run until told to stop."""
+    event = threading.Event()
+
+    def request_stop(signum: int, _frame: object) -> None:
+        event.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    return event
 
 
 class Service:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import sys
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 
 from devtools.controlplane import REPO_ROOT, ControlPlane
 from devtools.operatorproc import OperatorProcess, install_crd_and_rbac, service_account_token
+from devtools.processes import stop_requested
 
 NAMESPACE = "demo"
 JOB = "event-rate"
@@ -102,14 +102,7 @@ def run_demo(cp: ControlPlane, op: OperatorProcess, token: str) -> None:
 
 
 def main() -> int:
-    stop = False
-
-    def request_stop(signum: int, _frame: object) -> None:
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    stop = stop_requested()
     root = Path(os.environ.get("MLJOB_RUN_DIR", REPO_ROOT / ".run"))
     if root.exists():
         shutil.rmtree(root)
@@ -134,8 +127,8 @@ def main() -> int:
                 "Ctrl-C stops it all.",
                 flush=True,
             )
-            while not stop:
-                time.sleep(0.2)
+            while not stop.wait(0.2):
+                pass
         finally:
             say("stopping the operator and the control plane")
             op.stop()
