@@ -56,7 +56,7 @@ def engine_config(spec: MLJobSpec) -> JobConfig:
             time_format=spec.data_description.time_format.value,
             model_memory_limit_bytes=parse_memory_limit(limit) if limit else None,
             model_snapshot_retention_days=spec.model_snapshot_retention_days,
-            daily_model_snapshot_retention_after_days=spec.daily_model_snapshot_retention_after_days,
+            daily_model_snapshot_retention_after_days=spec.effective_daily_retention_after_days,
             results_retention_days=spec.results_retention_days,
         )
     except (ConfigError, ValueError) as err:

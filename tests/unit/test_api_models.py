@@ -27,7 +27,9 @@ from mljob_operator.api import (
     MLJobStatus,
     Reason,
     TimeFormat,
+    parse_duration,
 )
+from mljob_operator.runtime import engine_config
 
 SAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "samples"
 MINIMAL: dict[str, Any] = {"analysisConfig": {"detectors": [{"function": "count"}]}}
@@ -41,9 +43,9 @@ def test_defaults_follow_the_design() -> None:
     parsed = MLJobSpec.model_validate(MINIMAL)
     assert parsed.state is DesiredState.OPENED
     assert parsed.close_timeout == "30m"
-    assert parsed.close_timeout_delta == timedelta(minutes=30)
+    assert parse_duration(parsed.close_timeout) == timedelta(minutes=30)
     assert parsed.analysis_config.bucket_span == "5m"
-    assert parsed.analysis_config.latency_delta == timedelta(0)
+    assert parse_duration(parsed.analysis_config.latency) == timedelta(0)
     assert parsed.data_description.time_field == "time"
     assert parsed.data_description.time_format is TimeFormat.EPOCH
     assert parsed.analysis_limits.model_memory_limit_bytes == 1024 << 20
@@ -152,6 +154,9 @@ def test_datafeed_needs_exactly_one_source_and_ordered_times() -> None:
 def test_daily_retention_is_capped() -> None:
     parsed = MLJobSpec.model_validate(spec(modelSnapshotRetentionDays=0))
     assert parsed.effective_daily_retention_after_days == 0
+    config = engine_config(parsed)
+    assert config.daily_model_snapshot_retention_after_days == 0
+    assert config.model_snapshot_retention_days == 0
 
 
 class _Body(Mapping[str, Any]):
@@ -284,3 +289,63 @@ def test_samples_parse(path: Path) -> None:
     for doc in yaml.safe_load_all(path.read_text()):
         job = MLJob.model_validate(doc)
         assert job.metadata.name
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"closeTimeout": "99999999999d"}, "closeTimeout"),
+        ({"closeTimeout": "31d"}, "longer than the maximum 30d"),
+        ({"closeTimeout": "999999d999999d999999d"}, "longer than 3650d"),
+        ({"modelSnapshotRetentionDays": 9_000_000_000_000_000_000}, "less than or equal"),
+        ({"dailyModelSnapshotRetentionAfterDays": 36_501}, "less than or equal"),
+        ({"resultsRetentionDays": 36_501}, "less than or equal"),
+        ({"analysisLimits": {"modelMemoryLimit": "2Ti"}}, "maximum 1Ti"),
+        ({"analysisLimits": {"modelMemoryLimit": "99999999999999999999"}}, "modelMemoryLimit"),
+        (
+            {"analysisConfig": {"bucketSpan": "8d", "detectors": [{"function": "count"}]}},
+            "maximum 7d",
+        ),
+        (
+            {"analysisConfig": {"latency": "30d", "detectors": [{"function": "count"}]}},
+            "maximum 7d",
+        ),
+        (
+            {"datafeed": {"http": {"url": "http://x"}, "queryDelay": "8d"}},
+            "maximum 7d",
+        ),
+        (
+            {"datafeed": {"http": {"url": "http://x"}, "chunkSpan": "366d"}},
+            "maximum 365d",
+        ),
+    ],
+)
+def test_every_number_a_user_types_has_a_bound(overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        MLJobSpec.model_validate(spec(**overrides))
+
+
+def test_bounds_admit_their_maximum() -> None:
+    parsed = MLJobSpec.model_validate(
+        spec(
+            closeTimeout="30d",
+            modelSnapshotRetentionDays=36_500,
+            analysisLimits={"modelMemoryLimit": "1Ti"},
+            analysisConfig={
+                "bucketSpan": "7d",
+                "latency": "7d",
+                "detectors": [{"function": "count"}],
+            },
+        )
+    )
+    assert parse_duration(parsed.close_timeout) == timedelta(days=30)
+
+
+def test_daily_retention_is_capped_at_the_snapshot_retention() -> None:
+    parsed = MLJobSpec.model_validate(
+        spec(modelSnapshotRetentionDays=0, dailyModelSnapshotRetentionAfterDays=5)
+    )
+    assert parsed.effective_daily_retention_after_days == 0
+    config = engine_config(parsed)
+    assert config.daily_model_snapshot_retention_after_days == 0
+    assert config.model_snapshot_retention_days == 0

@@ -11,15 +11,23 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-DURATION_PATTERN = r"^(0|([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h|d))+)$"
-"""A non-negative duration: `0`, or number+unit parts (`90s`, `1h30m`, `1.5h`, `2d`)."""
+DURATION_PATTERN = r"^(0|([0-9]{1,6}(\.[0-9]{1,6})?(ns|us|ms|s|m|h|d))+)$"
+"""A non-negative duration: `0`, or number+unit parts (`90s`, `1h30m`, `1.5h`, `2d`); each
+number has at most six digits (and six decimals), so no spelling the CRD admits can
+overflow a timedelta."""
+
+MAX_DURATION = timedelta(days=3650)
+"""No duration a user types means more than ten years; fields have tighter maxima."""
 
 POSITIVE_DURATION_RULE = "self.matches('[1-9]')"
 """CEL: a duration matching DURATION_PATTERN is positive iff it has a non-zero digit."""
 
-MEMORY_LIMIT_PATTERN = r"^[0-9]+(b|kb|mb|gb|tb|Ki|Mi|Gi|Ti)?$"
+MEMORY_LIMIT_PATTERN = r"^[0-9]{1,16}(b|kb|mb|gb|tb|Ki|Mi|Gi|Ti)?$"
 """The seed's byte units (`1024mb`, binary multiples) or Kubernetes ones (`512Mi`); a bare
 number means MiB, as in the seed service."""
+
+MAX_MEMORY_LIMIT = 1 << 40
+"""A model memory limit above 1 TiB is a typing mistake, not a plan."""
 
 _PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ns|us|ms|s|m|h|d)")
 _UNIT_SECONDS = {
@@ -55,7 +63,19 @@ def parse_duration(text: str) -> timedelta:
             "(units ns, us, ms, s, m, h, d)"
         )
     seconds = sum(float(num) * _UNIT_SECONDS[unit] for num, unit in _PART.findall(text))
+    if seconds > MAX_DURATION.total_seconds():
+        raise ValueError(f"duration {text!r} is longer than {format_duration(MAX_DURATION)}")
     return timedelta(seconds=seconds)
+
+
+def check_duration(text: str, *, maximum: timedelta, positive: bool) -> str:
+    """`text` if it parses within (0 or above, when positive) … maximum; else ValueError."""
+    value = parse_duration(text)
+    if positive and value <= timedelta(0):
+        raise ValueError(f"duration {text!r} must be positive")
+    if value > maximum:
+        raise ValueError(f"duration {text!r} is longer than the maximum {format_duration(maximum)}")
+    return text
 
 
 def format_duration(delta: timedelta) -> str:
@@ -82,4 +102,7 @@ def parse_memory_limit(text: str) -> int:
             "(binary multiples, as the seed service) or Ki, Mi, Gi, Ti"
         )
     unit = match.group(1) or ""
-    return int(text[: len(text) - len(unit)]) * _MEMORY_UNITS[unit]
+    size = int(text[: len(text) - len(unit)]) * _MEMORY_UNITS[unit]
+    if size > MAX_MEMORY_LIMIT:
+        raise ValueError(f"memory limit {text!r} is more than the maximum 1Ti")
+    return size

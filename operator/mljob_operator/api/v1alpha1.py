@@ -18,14 +18,15 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 from mljob_operator.api.durations import (
     DURATION_PATTERN,
     MEMORY_LIMIT_PATTERN,
     POSITIVE_DURATION_RULE,
-    parse_duration,
+    check_duration,
+    format_duration,
     parse_memory_limit,
 )
 
@@ -54,10 +55,21 @@ _DESCRIPTION = 1024
 _URL = 2048
 
 
-def _positive_duration(value: str) -> str:
-    if parse_duration(value) <= timedelta(0):
-        raise ValueError(f"duration {value!r} must be positive")
-    return value
+MAX_SPAN = timedelta(days=7)
+"""The most a bucket span, latency, query step, datafeed frequency or query delay may be."""
+MAX_CLOSE_TIMEOUT = timedelta(days=30)
+MAX_CHUNK_SPAN = timedelta(days=365)
+MAX_RETENTION_DAYS = 36_500
+"""A hundred years: any retention a user can mean, small enough to walk cheaply."""
+
+
+def _bounded(maximum: timedelta, *, positive: bool) -> Any:
+    def check(value: str | None) -> str | None:
+        if value is None:
+            return None
+        return check_duration(value, maximum=maximum, positive=positive)
+
+    return AfterValidator(check)
 
 
 class _Model(BaseModel):
@@ -76,7 +88,15 @@ class _Model(BaseModel):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
-def _duration_field(default: str | None, description: str, *, positive: bool) -> Any:
+def _memory_limit(value: str) -> str:
+    parse_memory_limit(value)
+    return value
+
+
+def _duration_field(
+    default: str | None, description: str, *, positive: bool, maximum: timedelta
+) -> Any:
+    description += f" At most {format_duration(maximum)}."
     extra: dict[str, Any] = {}
     if positive:
         extra["x-kubernetes-validations"] = [
@@ -243,18 +263,20 @@ class Detector(_Model):
 class AnalysisConfig(_Model):
     """What the job analyses and at what granularity. Immutable after creation."""
 
-    bucket_span: str = _duration_field(
+    bucket_span: Annotated[str, _bounded(MAX_SPAN, positive=True)] = _duration_field(
         "5m",
         "The size of the intervals the analysis is aggregated into, as a positive duration "
         "(e.g. 5m, 1h, 90s, 1h30m; units ns, us, ms, s, m, h, d). Defaults to 5m.",
         positive=True,
+        maximum=MAX_SPAN,
     )
-    latency: str = _duration_field(
+    latency: Annotated[str, _bounded(MAX_SPAN, positive=False)] = _duration_field(
         "0s",
         "How long to wait for out-of-order data before a bucket is final, as a duration "
         "(e.g. 0s, 30s, 2m). Records older than the latest bucket minus latency are "
         "counted as out of order. Defaults to 0s.",
         positive=False,
+        maximum=MAX_SPAN,
     )
     detectors: list[Detector] = Field(
         min_length=1,
@@ -267,21 +289,6 @@ class AnalysisConfig(_Model):
         description="Fields whose values are reported as likely contributors to anomalies "
         "(for example a host or user name).",
     )
-
-    @field_validator("bucket_span")
-    @classmethod
-    def _bucket_span_positive(cls, value: str) -> str:
-        return _positive_duration(value)
-
-    @property
-    def bucket_span_delta(self) -> timedelta:
-        """`bucketSpan` parsed."""
-        return parse_duration(self.bucket_span)
-
-    @property
-    def latency_delta(self) -> timedelta:
-        """`latency` parsed."""
-        return parse_duration(self.latency)
 
 
 class DataDescription(_Model):
@@ -303,13 +310,13 @@ class DataDescription(_Model):
 class AnalysisLimits(_Model):
     """Resource limits of the job's model."""
 
-    model_memory_limit: str = Field(
+    model_memory_limit: Annotated[str, AfterValidator(_memory_limit)] = Field(
         "1024mb",
         pattern=MEMORY_LIMIT_PATTERN,
         max_length=32,
         description="The most memory the model may use: a number with b, kb, mb, gb or tb "
         "(binary multiples, as the seed service), or Ki, Mi, Gi or Ti; a bare number is "
-        "MiB. Defaults to 1024mb.",
+        "MiB. Defaults to 1024mb; at most 1Ti.",
     )
 
     @property
@@ -331,10 +338,11 @@ class PrometheusSource(_Model):
         max_length=4096,
         description="The PromQL expression; each sample becomes one input record.",
     )
-    step: str | None = _duration_field(
+    step: Annotated[str | None, _bounded(MAX_SPAN, positive=True)] = _duration_field(
         None,
         "The query resolution step as a positive duration; defaults to the bucket span.",
         positive=True,
+        maximum=MAX_SPAN,
     )
     value_field: str = Field(
         "value",
@@ -343,11 +351,6 @@ class PrometheusSource(_Model):
         description="The record field a sample's value is written to (series labels "
         "become fields too). Defaults to value.",
     )
-
-    @field_validator("step")
-    @classmethod
-    def _step_positive(cls, value: str | None) -> str | None:
-        return None if value is None else _positive_duration(value)
 
 
 class HTTPSource(_Model):
@@ -392,30 +395,28 @@ class Datafeed(_Model):
         description="The time (RFC 3339) to pull data up to; when the datafeed reaches it, "
         "it closes the job by itself. Unset: pull in real time until closed.",
     )
-    frequency: str | None = _duration_field(
+    frequency: Annotated[str | None, _bounded(MAX_SPAN, positive=True)] = _duration_field(
         None,
         "How often to pull in real time, as a positive duration; defaults to the bucket span.",
         positive=True,
+        maximum=MAX_SPAN,
     )
-    query_delay: str = _duration_field(
+    query_delay: Annotated[str, _bounded(MAX_SPAN, positive=False)] = _duration_field(
         "1m",
         "How far behind the current time the datafeed stays, so the source has the data "
         "(a scrape interval, ingest lag): an interval is pulled once it ended this long "
         "ago. A duration like 1m or 30s. Defaults to 1m.",
         positive=False,
+        maximum=MAX_SPAN,
     )
-    chunk_span: str | None = _duration_field(
+    chunk_span: Annotated[str | None, _bounded(MAX_CHUNK_SPAN, positive=True)] = _duration_field(
         None,
         "The longest interval pulled in one request while catching up on history, as a "
         "positive duration; defaults to 1000 steps for Prometheus (at most 10000, its "
         "per-series limit is 11000 points) and 100 bucket spans for HTTP.",
         positive=True,
+        maximum=MAX_CHUNK_SPAN,
     )
-
-    @field_validator("frequency", "chunk_span")
-    @classmethod
-    def _frequency_positive(cls, value: str | None) -> str | None:
-        return None if value is None else _positive_duration(value)
 
     @model_validator(mode="after")
     def _one_source_and_ordered(self) -> Self:
@@ -436,13 +437,14 @@ class MLJobSpec(_Model):
         "snapshot, prune model history) and stop taking data. Setting opened again "
         "reopens it from its latest model snapshot.",
     )
-    close_timeout: str = _duration_field(
+    close_timeout: Annotated[str, _bounded(MAX_CLOSE_TIMEOUT, positive=False)] = _duration_field(
         "30m",
         "How long a close may take before the job is reported as timed out (Closing "
         "condition with reason TimedOut and a Warning event); housekeeping goes on. "
         "A duration like 30m, 90s or 1h30m (units ns, us, ms, s, m, h, d). Defaults to "
         "30m.",
         positive=False,
+        maximum=MAX_CLOSE_TIMEOUT,
     )
     analysis_config: AnalysisConfig = Field(
         description="What to analyse and how: bucket span, latency, detectors and "
@@ -470,6 +472,7 @@ class MLJobSpec(_Model):
     model_snapshot_retention_days: int = Field(
         10,
         ge=0,
+        le=MAX_RETENTION_DAYS,
         description="Model snapshots older than this many days (relative to the newest) "
         "are deleted when model history is pruned; the newest snapshot is always kept. "
         "Defaults to 10.",
@@ -477,12 +480,14 @@ class MLJobSpec(_Model):
     daily_model_snapshot_retention_after_days: int = Field(
         1,
         ge=0,
+        le=MAX_RETENTION_DAYS,
         description="Past this many days only the first snapshot of each day is kept; "
         "capped at modelSnapshotRetentionDays. Defaults to 1.",
     )
     results_retention_days: int | None = Field(
         None,
         ge=1,
+        le=MAX_RETENTION_DAYS,
         description="Results older than this many days (relative to the latest result) "
         "are deleted at close; unset keeps them all.",
     )
@@ -491,11 +496,6 @@ class MLJobSpec(_Model):
         description="Pull data from Prometheus or an HTTP endpoint; unset means clients "
         "push data to the operator's data API.",
     )
-
-    @property
-    def close_timeout_delta(self) -> timedelta:
-        """`closeTimeout` parsed."""
-        return parse_duration(self.close_timeout)
 
     @property
     def effective_daily_retention_after_days(self) -> int:
