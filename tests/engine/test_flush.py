@@ -90,5 +90,8 @@ def test_advance_too_far_is_refused_unless_the_gap_is_skipped(
     with pytest.raises(DataFormatError, match="use skipTime"):
         job.flush(advance_time_ms=far)
     assert job.data_counts.bucket_count == 9, "a refused advance changes nothing"
-    job.flush(advance_time_ms=far, skip_time_ms=far - 5 * SPAN * 1000)
-    assert job.flush().last_finalized_bucket_end == far
+    with pytest.raises(DataFormatError, match="skipTime is"):
+        job.flush(advance_time_ms=far, skip_time_ms=far - 5 * SPAN * 1000)
+    near = (T0 + 9_000 * SPAN) * 1000
+    job.flush(advance_time_ms=near, skip_time_ms=near - 5 * SPAN * 1000)
+    assert job.flush().last_finalized_bucket_end == near

@@ -40,7 +40,9 @@ I64 = npt.NDArray[np.int64]
 
 RECORD_RAW = 2.0  # records are kept for p <= 0.01
 _NO_TIME = -(2**62)
-MAX_ADVANCE_BUCKETS = 10_000
+MAX_AHEAD_BUCKETS = 10_000
+"""How far past the job's latest time (in bucket spans) a record, advanceTime or skipTime
+may reach: each bucket passed is analysed, so a date typed as 9999 must not stall a job."""
 
 
 def _is_none(values: list[Any]) -> npt.NDArray[np.bool_]:
@@ -208,6 +210,11 @@ class Analyzer:
         c = self.counts
         cfg = self.config
         times, valid = ingest.parse_times(ingest.column(records, cfg.time_field), cfg.time_format)
+        if not valid.any():
+            c.invalid_date_count += len(records)
+            return
+        reference = self.time_ms if self.time_ms is not None else int(times[valid].min())
+        valid &= times <= reference + MAX_AHEAD_BUCKETS * self.span_ms
         n_valid = int(valid.sum())
         c.invalid_date_count += len(records) - n_valid
         if n_valid == 0:
@@ -251,7 +258,7 @@ class Analyzer:
 
         def num(name: str) -> F64:
             if name not in numeric:
-                numeric[name] = ingest.to_float(col(name))
+                numeric[name] = ingest.to_value(col(name))
             return numeric[name]
 
         missing = np.zeros(len(recs), dtype=bool)
@@ -379,19 +386,30 @@ class Analyzer:
         return out
 
     def _check_advance(self, advance_ms: int | None, skip_ms: int | None) -> None:
-        """Every bucket an advance passes is analysed; a far jump would stall the job."""
-        if advance_ms is None:
+        """Every bucket an advance passes is analysed, and a skip makes every earlier
+        record out of order: neither may reach further than a record could."""
+        reference = self._reference_bucket()
+        if reference is None:
             return
-        final_end = self.final_end
-        if skip_ms is not None:
-            skip_b = skip_ms // self.span_ms
-            final_end = skip_b if final_end is None else max(final_end, skip_b)
-        gap = advance_ms // self.span_ms - (final_end if final_end is not None else 0)
-        if final_end is not None and gap > MAX_ADVANCE_BUCKETS:
-            raise DataFormatError(
-                f"advanceTime is {gap} buckets past the last final bucket; at most "
-                f"{MAX_ADVANCE_BUCKETS} are analysed at once (use skipTime to jump a gap)"
-            )
+        for name, ms in (("skipTime", skip_ms), ("advanceTime", advance_ms)):
+            if ms is None:
+                continue
+            gap = ms // self.span_ms - reference
+            if gap > MAX_AHEAD_BUCKETS:
+                raise DataFormatError(
+                    f"{name} is {gap} bucket spans past the job's latest time; at most "
+                    f"{MAX_AHEAD_BUCKETS} are allowed at once"
+                    + (" (use skipTime to jump a gap)" if name == "advanceTime" else "")
+                )
+            if name == "skipTime":
+                reference = max(reference, ms // self.span_ms)
+
+    def _reference_bucket(self) -> int | None:
+        """The job's latest bucket: the last final one or the latest record's."""
+        known = [] if self.final_end is None else [self.final_end]
+        if self.time_ms is not None:
+            known.append(self.time_ms // self.span_ms)
+        return max(known, default=None)
 
     def finalize_all(self) -> Output:
         out = Output()

@@ -22,6 +22,9 @@ I64 = npt.NDArray[np.int64]
 Bools = npt.NDArray[np.bool_]
 
 _MAX_EPOCH_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+MAX_ABS_VALUE = 1e50
+"""Field values beyond ±1e50 are dropped like missing ones: their squares (the model's
+variances) stay far from float64's overflow, and no real metric comes near."""
 
 
 def parse_records(body: bytes) -> list[Any]:
@@ -71,6 +74,14 @@ def to_float(values: list[Any]) -> F64:
     except (TypeError, ValueError, OverflowError):
         arr = np.fromiter((_one_float(v) for v in values), dtype=np.float64, count=len(values))
     arr[~np.isfinite(arr)] = np.nan
+    return arr
+
+
+def to_value(values: list[Any]) -> F64:
+    """A field's values for a detector: NaN (dropped, counted as missing) where not a
+    number or beyond ±MAX_ABS_VALUE."""
+    arr = to_float(values)
+    arr[np.abs(arr) > MAX_ABS_VALUE] = np.nan
     return arr
 
 
