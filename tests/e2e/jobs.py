@@ -12,8 +12,8 @@ from devtools.controlplane import ControlPlane
 from devtools.operatorproc import OperatorProcess
 
 T = TypeVar("T")
-INVALID_RETENTION = {"modelSnapshotRetentionDays": 1, "dailyModelSnapshotRetentionAfterDays": 5}
-"""Passes the CRD but not the engine: daily retention cannot start after retention ends."""
+INVALID_LIMITS = {"analysisLimits": {"modelMemoryLimit": "0mb"}}
+"""Passes the CRD and the models but not the engine: a model needs some memory."""
 BASE_TIME = 1_699_999_800  # epoch seconds, on a 5-minute bucket boundary
 
 

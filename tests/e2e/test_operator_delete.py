@@ -10,7 +10,7 @@ from devtools.controlplane import ControlPlane
 from devtools.operatorproc import OperatorProcess
 from mljob_operator.store.sqlite import SQLiteStore
 from tests.e2e.jobs import (
-    INVALID_RETENTION,
+    INVALID_LIMITS,
     event_series,
     mljob,
     ndjson,
@@ -66,7 +66,7 @@ def test_deleting_a_failed_job_does_not_get_stuck(
     control_plane: ControlPlane, namespace: str, operator: OperatorProcess
 ) -> None:
     cp, ns, name = control_plane, namespace, "broken"
-    bad = mljob(name, **INVALID_RETENTION)
+    bad = mljob(name, **INVALID_LIMITS)
     cp.kubectl("apply", "-n", ns, "-f", "-", input=bad)
     wait_state(cp, ns, name, "failed")
     _delete(cp, ns, name)

@@ -16,7 +16,7 @@ from devtools.controlplane import ControlPlane
 from devtools.operatorproc import OperatorProcess
 from tests.e2e.jobs import (
     BASE_TIME,
-    INVALID_RETENTION,
+    INVALID_LIMITS,
     annotate_force,
     api_get,
     condition,
@@ -174,12 +174,12 @@ def test_invalid_spec_fails_and_only_force_closes_it(
     control_plane: ControlPlane, namespace: str, operator: OperatorProcess
 ) -> None:
     cp, ns, name = control_plane, namespace, "bad"
-    cp.kubectl("apply", "-n", ns, "-f", "-", input=mljob(name, **INVALID_RETENTION))
+    cp.kubectl("apply", "-n", ns, "-f", "-", input=mljob(name, **INVALID_LIMITS))
     st = wait_state(cp, ns, name, "failed")
     ready, failed = condition(st, "Ready"), condition(st, "Failed")
     assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
     assert (failed["status"], failed["reason"]) == ("True", "InvalidSpec")
-    assert "retention" in failed["message"]
+    assert "memory limit" in failed["message"]
 
     set_state(cp, ns, name, "closed")
 
@@ -204,13 +204,24 @@ def test_fixing_an_invalid_spec_opens_the_job(
     control_plane: ControlPlane, namespace: str, operator: OperatorProcess
 ) -> None:
     cp, ns, name = control_plane, namespace, "fixable"
-    cp.kubectl("apply", "-n", ns, "-f", "-", input=mljob(name, **INVALID_RETENTION))
+    cp.kubectl("apply", "-n", ns, "-f", "-", input=mljob(name, **INVALID_LIMITS))
     wait_state(cp, ns, name, "failed")
-    fix = '{"spec":{"dailyModelSnapshotRetentionAfterDays":1}}'
+    fix = '{"spec":{"analysisLimits":{"modelMemoryLimit":"64mb"}}}'
     cp.kubectl("patch", "mljob", name, "-n", ns, "--type=merge", "-p", fix)
     st = wait_state(cp, ns, name, "opened")
     assert condition(st, "Failed")["status"] == "False"
     assert condition(st, "Ready")["status"] == "True"
+
+
+def test_daily_retention_after_retention_is_capped_as_documented(
+    control_plane: ControlPlane, namespace: str, operator: OperatorProcess
+) -> None:
+    cp, ns, name = control_plane, namespace, "capped"
+    spec = {"modelSnapshotRetentionDays": 1, "dailyModelSnapshotRetentionAfterDays": 5}
+    cp.kubectl("apply", "-n", ns, "-f", "-", input=mljob(name, **spec))
+    st = wait_state(cp, ns, name, "opened")
+    assert condition(st, "Ready")["status"] == "True"
+    assert condition(st, "Failed")["status"] == "False"
 
 
 def test_engine_failure_is_retried_then_fails_the_job(

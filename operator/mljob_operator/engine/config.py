@@ -71,7 +71,7 @@ class JobConfig:
         if self.results_retention_days is not None and self.results_retention_days < 1:
             raise ConfigError("results_retention_days must be at least 1")
         if self.model_memory_limit_bytes is not None and self.model_memory_limit_bytes <= 0:
-            raise ConfigError("model_memory_limit_bytes must be positive")
+            raise ConfigError("the model memory limit must be positive")
 
     @property
     def bucket_span_ms(self) -> int:
