@@ -9,7 +9,7 @@ export MLJOB_CACHE_DIR ?= $(HOME)/.cache/mljob-operator
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
 .PHONY: setup system-deps venv controlplane-bin test test-unit test-e2e lint typecheck run controlplane \
-	generate verify-generated bench clean
+	generate verify-generated bench fuzz clean
 
 setup: system-deps venv controlplane-bin
 
@@ -52,6 +52,10 @@ test: setup lint verify-generated
 
 test-unit: venv
 	$(PY) -m pytest tests/unit tests/engine
+
+# The property-based suites with many more examples than `make test` runs.
+fuzz: venv
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest tests/engine/test_engine_total.py -p no:cacheprovider
 
 test-e2e: setup
 	$(PY) -m pytest tests/e2e

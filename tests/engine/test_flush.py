@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mljob_operator.engine import DataFormatError, DetectorConfig, Job, JobClosedError, JobConfig
+from mljob_operator.engine.analyzer import MAX_AHEAD_BUCKETS
 from mljob_operator.store import ResultsQuery, SQLiteStore
 from tests.engine.conftest import T0, FakeClock, ndjson
 
@@ -86,12 +87,12 @@ def test_advance_too_far_is_refused_unless_the_gap_is_skipped(
 ) -> None:
     job = _job(store, clock)
     job.post_data(_steady(0, 10))
-    far = (T0 + 20_000 * SPAN) * 1000
+    far = (T0 + (MAX_AHEAD_BUCKETS + 20) * SPAN) * 1000
     with pytest.raises(DataFormatError, match="use skipTime"):
         job.flush(advance_time_ms=far)
     assert job.data_counts.bucket_count == 9, "a refused advance changes nothing"
     with pytest.raises(DataFormatError, match="skipTime is"):
         job.flush(advance_time_ms=far, skip_time_ms=far - 5 * SPAN * 1000)
-    near = (T0 + 9_000 * SPAN) * 1000
+    near = (T0 + (MAX_AHEAD_BUCKETS - 20) * SPAN) * 1000
     job.flush(advance_time_ms=near, skip_time_ms=near - 5 * SPAN * 1000)
     assert job.flush().last_finalized_bucket_end == near

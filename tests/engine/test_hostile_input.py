@@ -4,11 +4,16 @@ counted or refused, never modelled, and the job goes on taking normal data."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 
-from mljob_operator.engine import DataFormatError, DetectorConfig, Job, JobConfig
-from mljob_operator.engine.analyzer import MAX_AHEAD_BUCKETS
+from mljob_operator.engine import DataFormatError, DetectorConfig, Job, JobConfig, snapshots
+from mljob_operator.engine.analyzer import (
+    MAX_AHEAD_BUCKETS,
+    QUIET_BUCKETS_MODELLED,
+    Analyzer,
+)
 from mljob_operator.store import ResultsQuery, SQLiteStore
 from tests.engine.conftest import T0, FakeClock, ndjson
 
@@ -109,3 +114,60 @@ def test_far_flushes_are_refused_before_any_bucket_is_final(
     counts = job.post_data(_series(1, 50))
     assert counts.processed_record_count == 50
     assert counts.out_of_order_timestamp_count == 0
+
+
+MONTH = 30 * 24 * 60  # 1-minute buckets
+
+
+@pytest.mark.parametrize(
+    ("function", "most_steps"), [("count", QUIET_BUCKETS_MODELLED), ("mean", 0)]
+)
+def test_a_month_long_gap_analyses_a_bounded_number_of_buckets_one_by_one(
+    store: SQLiteStore,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+    function: str,
+    most_steps: int,
+) -> None:
+    job = _job(store, clock, function)
+    job.post_data(_series(0, 200))
+    steps: list[int] = []
+    one_by_one = Analyzer._finalise_bucket
+
+    def counted(an: Analyzer, *args: Any) -> Any:
+        steps.append(1)
+        return one_by_one(an, *args)
+
+    monkeypatch.setattr(Analyzer, "_finalise_bucket", counted)
+    counts = job.post_data(_series(200 + MONTH, 201 + MONTH))
+    assert counts.invalid_date_count == 0
+    assert counts.bucket_count == 200 + MONTH
+    assert counts.empty_bucket_count == MONTH
+    assert len(steps) <= most_steps + 1
+    total, _ = store.query_buckets("hostile", ResultsQuery(size=1))
+    assert total == 200 + MONTH, "every bucket of the gap has a result"
+    monkeypatch.undo()
+    job.post_data(_series(201 + MONTH, 300 + MONTH))
+    _all_finite(store)
+
+
+def test_a_gap_replays_to_the_same_model(store: SQLiteStore, clock: FakeClock) -> None:
+    job = _job(store, clock, "count")
+    job.post_data(_series(0, 100))
+    job.post_data(_series(100 + 3 * QUIET_BUCKETS_MODELLED, 101 + 3 * QUIET_BUCKETS_MODELLED))
+    job.flush(advance_time_ms=(T0 + (200 + 6 * QUIET_BUCKETS_MODELLED) * SPAN) * 1000)
+    assert job.analyzer is not None
+    live = snapshots.encode(job.analyzer)
+    job.release()
+    again = Job.open(store, "hostile", job.config, clock=clock)
+    assert again.analyzer is not None
+    assert snapshots.encode(again.analyzer) == live
+
+
+def test_a_skip_before_any_data_bounds_the_advance_that_comes_with_it(
+    store: SQLiteStore, clock: FakeClock
+) -> None:
+    job = _job(store, clock, "max")
+    with pytest.raises(DataFormatError, match="advanceTime is"):
+        job.flush(advance_time_ms=(T0 + 7) * 1000, skip_time_ms=0)
+    assert job.data_counts.bucket_count == 0

@@ -40,9 +40,15 @@ I64 = npt.NDArray[np.int64]
 
 RECORD_RAW = 2.0  # records are kept for p <= 0.01
 _NO_TIME = -(2**62)
-MAX_AHEAD_BUCKETS = 10_000
+MAX_AHEAD_BUCKETS = 100_000
 """How far past the job's latest time (in bucket spans) a record, advanceTime or skipTime
-may reach: each bucket passed is analysed, so a date typed as 9999 must not stall a job."""
+may reach: each bucket passed gets a result, so a date typed as 9999 must not stall a job.
+A month of 1-minute buckets (43,200) fits."""
+QUIET_BUCKETS_MODELLED = 1_000
+"""In a run of buckets without records, count and sum detectors (whose empty bucket is a
+real zero) model at most this many zeros; by then a lasting zero is the model's new level
+(or an anomaly already reported), and the rest of the run is recorded with score 0 in one
+step. Functions with nothing to model in an empty bucket skip the whole run in one step."""
 
 
 def _is_none(values: list[Any]) -> npt.NDArray[np.bool_]:
@@ -148,6 +154,9 @@ class Analyzer:
         self.allocation_failures = 0
         self.peak_bytes = 0
         self.model_bytes = 0
+        self.quiet_run = 0
+        """Buckets without records finalised in a row (counted up to
+        QUIET_BUCKETS_MODELLED)."""
 
     # ---- bookkeeping -------------------------------------------------------------------
     def table(self, name: str) -> LabelTable:
@@ -389,10 +398,11 @@ class Analyzer:
         """Every bucket an advance passes is analysed, and a skip makes every earlier
         record out of order: neither may reach further than a record could."""
         reference = self._reference_bucket()
-        if reference is None:
-            return
         for name, ms in (("skipTime", skip_ms), ("advanceTime", advance_ms)):
             if ms is None:
+                continue
+            if reference is None:
+                reference = ms // self.span_ms
                 continue
             gap = ms // self.span_ms - reference
             if gap > MAX_AHEAD_BUCKETS:
@@ -449,11 +459,45 @@ class Analyzer:
             if not self.open_events:
                 return
             start = min(self.open_events)
-        for b in range(start, end):
-            self._finalise_bucket(b, out)
+        b = start
+        for busy in self._busy_buckets(start, end):
+            self._finalise_quiet(b, busy, out)
+            self._finalise_bucket(busy, out)
+            self.quiet_run = 0
+            b = busy + 1
+        self._finalise_quiet(b, end, out)
         if end > start:
             self.final_end = end
             out.finalized += end - start
+
+    def _busy_buckets(self, start: int, end: int) -> list[int]:
+        """Buckets in [start, end) holding records, open aggregates or a failed allocation."""
+        keys = set(self.open_events).union(self.failed_buckets, *(d.open for d in self.detectors))
+        return sorted(b for b in keys if start <= b < end)
+
+    def _finalise_quiet(self, start: int, end: int, out: Output) -> None:
+        """Buckets [start, end) have no records: model the zeros that a count or sum
+        detector must still see, then record the rest of the run in one step."""
+        if end <= start:
+            return
+        zero_filled = any(d.spec.fill_empty and d.model.size for d in self.detectors)
+        modelled = min(end - start, QUIET_BUCKETS_MODELLED - self.quiet_run) if zero_filled else 0
+        for b in range(start, start + modelled):
+            self._finalise_bucket(b, out)
+        self.quiet_run = min(self.quiet_run + end - start, QUIET_BUCKETS_MODELLED)
+        rest = range(start + max(modelled, 0), end)
+        if not rest:
+            return
+        last_ms = (end - 1) * self.span_ms
+        self.bucket_norm.observe_quiet(len(rest), last_ms, zero_top=True)
+        self.record_norm.observe_quiet(len(rest), last_ms, zero_top=False)
+        self.counts.bucket_count += len(rest)
+        self.counts.empty_bucket_count += len(rest)
+        score = self.bucket_norm.scale().score_one(0.0)
+        span_s = self.config.bucket_span_s
+        out.buckets.extend(
+            BucketResult(b * self.span_ms, span_s, score, score, 0.0, False, 0) for b in rest
+        )
 
     def _finalise_bucket(self, b: int, out: Output) -> None:
         t_ms = b * self.span_ms

@@ -68,10 +68,16 @@ def column(records: list[Any], name: str) -> list[Any]:
 
 
 def to_float(values: list[Any]) -> F64:
-    """Numbers and numeric strings become floats; anything else becomes NaN."""
-    try:
-        arr = np.array(values, dtype=np.float64)
-    except (TypeError, ValueError, OverflowError):
+    """Numbers and numeric strings become floats; anything else (booleans, lists,
+    objects) becomes NaN. numpy converts a clean column at once; any other goes value by
+    value, so a list or a boolean never passes for a number."""
+    arr: F64 | None = None
+    if bool not in set(map(type, values)):
+        try:
+            arr = np.array(values, dtype=np.float64)
+        except (TypeError, ValueError, OverflowError):
+            arr = None
+    if arr is None or arr.shape != (len(values),):
         arr = np.fromiter((_one_float(v) for v in values), dtype=np.float64, count=len(values))
     arr[~np.isfinite(arr)] = np.nan
     return arr
@@ -105,7 +111,8 @@ def parse_times(values: list[Any], time_format: str) -> tuple[I64, Bools]:
     else:
         ms = to_float(values)
         if time_format == "epoch":
-            ms = ms * 1000.0
+            with np.errstate(over="ignore"):
+                ms = ms * 1000.0
         ms = np.rint(ms)
     valid = np.isfinite(ms) & (ms >= 0) & (ms <= _MAX_EPOCH_MS)
     out = np.zeros(len(values), dtype=np.int64)

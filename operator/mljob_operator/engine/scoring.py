@@ -70,6 +70,20 @@ class Normaliser:
         while self.maxima and self.maxima[0][0] < horizon:
             self.maxima.pop(0)
 
+    def observe_quiet(self, buckets: int, last_ms: int, *, zero_top: bool) -> None:
+        """`buckets` observations in one step, each of nothing or (`zero_top`) of one raw
+        score 0: what `observe` would leave, up to rounding, in O(1)."""
+        factor = self.decay**buckets
+        self.hist *= factor
+        if zero_top:
+            self.hist[0] += buckets if self.decay >= 1.0 else (1.0 - factor) / (1.0 - self.decay)
+            while self.maxima and self.maxima[-1][1] <= 0.0:
+                self.maxima.pop()
+            self.maxima.append((last_ms, 0.0))
+        horizon = last_ms - self.window_ms
+        while self.maxima and self.maxima[0][0] < horizon:
+            self.maxima.pop(0)
+
     def scale(self) -> ScoreScale:
         hist = self.hist.copy()
         hist[0] += PRIOR_BUCKETS

@@ -63,6 +63,7 @@ def encode(an: Analyzer, level: int = 6) -> bytes:
         "failed": sorted(an.failed_buckets),
         "alloc_failures": an.allocation_failures,
         "peak": an.peak_bytes,
+        "quiet_run": an.quiet_run,
         "norm": [an.bucket_norm.state(), an.record_norm.state()],
         "applied": [[s.quantile_raw, s.max_raw] for s in an.applied],
         "detectors": detectors,
@@ -100,6 +101,7 @@ def decode(blob: bytes, config: JobConfig) -> Analyzer:
     an.failed_buckets = {int(b) for b in meta["failed"]}
     an.allocation_failures = meta["alloc_failures"]
     an.peak_bytes = meta["peak"]
+    an.quiet_run = meta.get("quiet_run", 0)
     an.bucket_norm.restore(meta["norm"][0])
     an.record_norm.restore(meta["norm"][1])
     an.applied = (ScoreScale(*meta["applied"][0]), ScoreScale(*meta["applied"][1]))
