@@ -171,3 +171,13 @@ def test_a_skip_before_any_data_bounds_the_advance_that_comes_with_it(
     with pytest.raises(DataFormatError, match="advanceTime is"):
         job.flush(advance_time_ms=(T0 + 7) * 1000, skip_time_ms=0)
     assert job.data_counts.bucket_count == 0
+
+
+def test_a_skip_behind_the_first_records_does_not_open_a_gap_back_to_it(
+    store: SQLiteStore, clock: FakeClock
+) -> None:
+    job = _job(store, clock, "sum")
+    job.post_data(_series(0, 1))
+    job.flush(skip_time_ms=0, advance_time_ms=0)
+    counts = job.post_data(_series(5, 6))
+    assert counts.bucket_count == 5, "buckets from the first record on, none from 1970"

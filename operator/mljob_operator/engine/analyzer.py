@@ -383,7 +383,10 @@ class Analyzer:
             for b in [b for b in self.open_events if b < skip_b]:
                 del self.open_events[b]
             self.failed_buckets = {b for b in self.failed_buckets if b >= skip_b}
-            self.final_end = skip_b if self.final_end is None else max(self.final_end, skip_b)
+            if self.final_end is not None:
+                self.final_end = max(self.final_end, skip_b)
+            elif not self.open_events:
+                self.final_end = skip_b
             self.time_ms = skip_ms if self.time_ms is None else max(self.time_ms, skip_ms)
         if advance_ms is not None:
             end = advance_ms // self.span_ms
