@@ -83,18 +83,6 @@ class KubeClient:
         )
         return cast(list[dict[str, Any]], cast(dict[str, Any], listing).get("items", []))
 
-    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        await self._call(
-            self._custom.patch_namespaced_custom_object_status,
-            GROUP,
-            VERSION,
-            namespace,
-            PLURAL,
-            name,
-            {"status": status},
-            _content_type="application/merge-patch+json",
-        )
-
     async def replace_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         """Replace the whole status (JSON patch `add` replaces an existing member), so no
         key of an earlier status survives as a merge patch would let it."""

@@ -11,7 +11,7 @@ engine makes each step idempotent (keyed by the close id).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from enum import StrEnum
 
 from mljob_operator.api import (
@@ -321,7 +321,3 @@ def failed(obs: Observation, reason: str, message: str) -> MLJobStatus:
 
 def refuse_close(obs: Observation) -> MLJobStatus:
     return close_refused(obs.status, obs.now, obs.generation)
-
-
-def close_timeout(spec: MLJobSpec) -> timedelta:
-    return parse_duration(spec.close_timeout)

@@ -26,7 +26,7 @@ class OperatorSettings:
     """Minimum seconds between two status updates of a busy job (`MLJOB_STATUS_INTERVAL`)."""
     fault_kill_at: str | None
     """Fault injection for crash tests: SIGKILL the operator at this point
-    (`MLJOB_FAULT_KILL_AT`, e.g. `after:persist_snapshot`). Never set in production."""
+    (`MLJOB_FAULT_KILL_AT`, e.g. `after:persistSnapshot`). Never set in production."""
     fault_fail_at: str | None
     """Fault injection: make this engine action raise (`MLJOB_FAULT_FAIL_AT`, e.g.
     `flush`), to test failure handling. Never set in production."""

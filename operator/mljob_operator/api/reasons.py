@@ -56,5 +56,3 @@ class Reason(StrEnum):
     """Reopening could not restore the model from its latest snapshot."""
     INVALID_SPEC = "InvalidSpec"
     """The spec passed the schema but the operator cannot run it."""
-    DELETING = "Deleting"
-    """The MLJob is being deleted: it is closed first, then its data is removed."""

@@ -87,12 +87,3 @@ class JobConfig:
         if self.renormalization_window_days is not None:
             return self.renormalization_window_days * DAY_S * 1000
         return max(30 * DAY_S, 100 * self.bucket_span_s) * 1000
-
-    def analysis_fields(self) -> tuple[str, ...]:
-        """Every record field an analysis needs, for the missing-field counter."""
-        names: list[str] = []
-        for d in self.detectors:
-            for name in (d.field_name, d.by_field_name, d.partition_field_name):
-                if name and name not in names:
-                    names.append(name)
-        return tuple(names)

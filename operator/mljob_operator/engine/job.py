@@ -343,12 +343,6 @@ class Job:
                 return PruneResult(int(done["snapshots_deleted"]), int(done["results_deleted"]))
             return self._prune(close_id)
 
-    def apply_retention(self) -> PruneResult:
-        """The same pruning outside a close, for the operator's daily maintenance."""
-        with self._lock:
-            self._an()
-            return self._prune(None)
-
     def _prune(self, close_id: str | None) -> PruneResult:
         cfg = self.config
         doomed = retention.snapshots_to_delete(
