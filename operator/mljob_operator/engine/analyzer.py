@@ -488,7 +488,7 @@ class Analyzer:
         for b in range(start, start + modelled):
             self._finalise_bucket(b, out)
         self.quiet_run = min(self.quiet_run + end - start, QUIET_BUCKETS_MODELLED)
-        rest = range(start + max(modelled, 0), end)
+        rest = range(start + modelled, end)
         if not rest:
             return
         last_ms = (end - 1) * self.span_ms

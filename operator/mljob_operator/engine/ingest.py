@@ -71,12 +71,12 @@ def to_float(values: list[Any]) -> F64:
     """Numbers and numeric strings become floats; anything else (booleans, lists,
     objects) becomes NaN. numpy converts a clean column at once; any other goes value by
     value, so a list or a boolean never passes for a number."""
-    arr: F64 | None = None
-    if bool not in set(map(type, values)):
-        try:
-            arr = np.array(values, dtype=np.float64)
-        except (TypeError, ValueError, OverflowError):
-            arr = None
+    try:
+        arr: F64 | None = np.array(values, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        arr = None
+    if arr is not None and arr.shape == (len(values),) and ((arr == 0) | (arr == 1)).any():
+        arr = None if bool in set(map(type, values)) else arr
     if arr is None or arr.shape != (len(values),):
         arr = np.fromiter((_one_float(v) for v in values), dtype=np.float64, count=len(values))
     arr[~np.isfinite(arr)] = np.nan

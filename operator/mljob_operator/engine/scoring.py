@@ -66,9 +66,7 @@ class Normaliser:
             while self.maxima and self.maxima[-1][1] <= top:
                 self.maxima.pop()
             self.maxima.append((bucket_ms, top))
-        horizon = bucket_ms - self.window_ms
-        while self.maxima and self.maxima[0][0] < horizon:
-            self.maxima.pop(0)
+        self._forget_before(bucket_ms - self.window_ms)
 
     def observe_quiet(self, buckets: int, last_ms: int, *, zero_top: bool) -> None:
         """`buckets` observations in one step, each of nothing or (`zero_top`) of one raw
@@ -80,8 +78,10 @@ class Normaliser:
             while self.maxima and self.maxima[-1][1] <= 0.0:
                 self.maxima.pop()
             self.maxima.append((last_ms, 0.0))
-        horizon = last_ms - self.window_ms
-        while self.maxima and self.maxima[0][0] < horizon:
+        self._forget_before(last_ms - self.window_ms)
+
+    def _forget_before(self, horizon_ms: int) -> None:
+        while self.maxima and self.maxima[0][0] < horizon_ms:
             self.maxima.pop(0)
 
     def scale(self) -> ScoreScale:
