@@ -31,17 +31,9 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from mljob_operator.api import (
-    FORCE_CLOSE_ANNOTATION,
-    GROUP,
-    PLURAL,
-    VERSION,
-    CloseStep,
-    JobState,
-    parse_duration,
-)
-from mljob_operator.http.desired import force_value, refusal
+from mljob_operator.api import GROUP, PLURAL, VERSION, CloseStep, JobState, parse_duration
 from mljob_operator.http.params import ALL, BadRequest, NoMatch, select_names
+from mljob_operator.state_change import Progress, StateChange, generation_of
 
 POLL_S = 0.5
 STEPS = [s.value for s in CloseStep]
@@ -279,28 +271,40 @@ def _progress(c: Ctx, states: dict[str, dict[str, Any]], started: float) -> Tabl
     return table
 
 
-def _wait(c: Ctx, generations: dict[str, int], target: JobState, timeout_s: float) -> None:
+def _wait(c: Ctx, generations: dict[str, int], change: StateChange, timeout_s: float) -> None:
     started = time.monotonic()
     deadline = started + timeout_s
+    target = change.target.value
     states: dict[str, dict[str, Any]] = {n: {} for n in generations}
     with Live(_progress(c, states, started), console=err_console, transient=False) as live:
         while True:
+            pending = []
             for name, generation in generations.items():
                 states[name] = c.get(name).get("status") or {}
-                refused = refusal(states[name], target, generation)
-                if refused:
+                progress, detail = change.progress(states[name], generation)
+                if progress == Progress.REFUSED:
                     live.update(_progress(c, states, started))
-                    fail(f"{name} cannot be {target.value}: {refused}")
+                    fail(f"{name} cannot be {target}: {detail}")
+                if progress == Progress.PENDING:
+                    pending.append(name)
             live.update(_progress(c, states, started))
-            pending = [n for n, st in states.items() if st.get("state") != target]
             if not pending:
                 return
             if time.monotonic() >= deadline:
                 fail(
                     f"timed out after {timeout_s:.0f}s waiting for {', '.join(pending)} to be "
-                    f"{target.value}; the operator goes on (see `mljob status`)"
+                    f"{target}; the operator goes on (see `mljob status`)"
                 )
             time.sleep(min(POLL_S, max(deadline - time.monotonic(), 0.0)))
+
+
+def _request(c: Ctx, names: list[str], change: StateChange) -> dict[str, int]:
+    """Patch every job; the generation each patch produced, to wait on."""
+    generations = {}
+    for name in names:
+        current = c.get(name).get("status") if change.needs_current_status else None
+        generations[name] = generation_of(c.patch(name, change.patch(current)))
+    return generations
 
 
 def _timeout(text: str) -> float:
@@ -338,19 +342,12 @@ def close(
                 f'force-closing {c.namespace}/{name} needs "create" on "{PLURAL}/forceclose" '
                 f'in API group "{GROUP}" (ClusterRole mljob-admin)'
             )
-    generations = {}
-    value = force_value()
-    for name in names:
-        patch: dict[str, Any] = {"spec": {"state": "closed"}}
-        already = (c.get(name).get("status") or {}).get("state") == JobState.CLOSED
-        if force and not already:
-            patch["metadata"] = {"annotations": {FORCE_CLOSE_ANNOTATION: value}}
-        obj = c.patch(name, patch)
-        generations[name] = int(obj["metadata"].get("generation") or 0)
+    change = StateChange(JobState.CLOSED, force)
+    generations = _request(c, names, change)
     if no_wait:
         emit({"closed": False, "requested": names})
         return
-    _wait(c, generations, JobState.CLOSED, timeout_s)
+    _wait(c, generations, change, timeout_s)
     emit({"closed": True})
 
 
@@ -363,12 +360,10 @@ def open_(c: Ctx, jobs: tuple[str, ...], timeout: str, no_wait: bool) -> None:
     """Open JOBS: the model is restored from the latest snapshot."""
     timeout_s = _timeout(timeout)
     names = _select(c, jobs, None, False, True)
-    generations = {
-        n: int(c.patch(n, {"spec": {"state": "opened"}})["metadata"].get("generation") or 0)
-        for n in names
-    }
+    change = StateChange(JobState.OPENED)
+    generations = _request(c, names, change)
     if not no_wait:
-        _wait(c, generations, JobState.OPENED, timeout_s)
+        _wait(c, generations, change, timeout_s)
     emit({"opened": not no_wait})
 
 

@@ -24,6 +24,7 @@ from mljob_operator.http.tls import generated_pair, server_context
 from mljob_operator.kube import KubeClient
 from mljob_operator.runtime import JobRuntime
 from mljob_operator.settings import OperatorSettings
+from mljob_operator.store import open_store
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class Registry:
         """Known to a daemon, or to the store (right after a restart, before kopf has
         resumed every daemon)."""
         key = job_id(namespace, name)
-        return key in self.controllers or self.runtime.store.get_job(key) is not None
+        return key in self.controllers or self.runtime.known(key)
 
     def state(self, namespace: str, name: str) -> str | None:
         controller = self.controllers.get(job_id(namespace, name))
@@ -100,7 +101,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.background.instant_exit_timeout = 1.0
     settings.scanning.disabled = True  # no namespace/CRD watching: least privilege
     op = OperatorSettings.from_env()
-    registry = Registry(runtime=JobRuntime(op.data_dir), kube=KubeClient(), settings=op)
+    runtime = JobRuntime(open_store(op.data_dir))
+    registry = Registry(runtime=runtime, kube=KubeClient(), settings=op)
 
     api = DataApi(
         registry.runtime,

@@ -18,9 +18,8 @@ from typing import Any, TypeVar, cast
 import kubernetes
 import urllib3
 
-GROUP = "ml.mljob.dev"
-VERSION = "v1alpha1"
-PLURAL = "mljobs"
+from mljob_operator.api import GROUP, PLURAL, VERSION
+
 CONFLICT_RETRIES = 5
 REQUEST_TIMEOUT_S = (5.0, 30.0)
 """(connect, read): a half-open connection must not hold a job's controller forever."""

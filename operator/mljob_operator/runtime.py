@@ -12,16 +12,20 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
 from mljob_operator.api import CloseStep, MLJobSpec, parse_duration, parse_memory_limit
 from mljob_operator.engine.config import DetectorConfig, JobConfig
 from mljob_operator.engine.errors import ConfigError
 from mljob_operator.engine.job import Job, JobNotClosedError, revert_to_snapshot
-from mljob_operator.engine.results import ModelSnapshot
-from mljob_operator.store.base import WriteBatch
-from mljob_operator.store.sqlite import SQLiteStore
+from mljob_operator.engine.persistence import (
+    JobRow,
+    ResultsQuery,
+    SnapshotQuery,
+    Store,
+    WriteBatch,
+)
+from mljob_operator.engine.results import BucketResult, ModelSnapshot, RecordResult
 
 T = TypeVar("T")
 
@@ -71,9 +75,8 @@ class _Slot:
 
 
 class JobRuntime:
-    def __init__(self, data_dir: Path) -> None:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        self.store = SQLiteStore(data_dir / "mljobs.sqlite")
+    def __init__(self, store: Store) -> None:
+        self._store = store
         self._slots: dict[str, _Slot] = {}
         self._reverted: dict[str, str] = {}
         self._abandoned: dict[str, asyncio.Future[None]] = {}
@@ -101,7 +104,7 @@ class JobRuntime:
         slot = self._slot(job_id)
         async with slot.lock:
             if slot.job is None:
-                slot.job = await asyncio.to_thread(Job.open, self.store, job_id, config)
+                slot.job = await asyncio.to_thread(Job.open, self._store, job_id, config)
             slot.accepting = accepting
             return slot.job.active_snapshot_id
 
@@ -177,7 +180,7 @@ class JobRuntime:
             async with slot.lock:
                 await asyncio.to_thread(job.force_close)
             return
-        await asyncio.to_thread(self.store.commit, job_id, WriteBatch(intake_open=False))
+        await asyncio.to_thread(self._store.commit, job_id, WriteBatch(intake_open=False))
 
     async def revert(
         self, job_id: str, snapshot_id: str, delete_intervening_results: bool
@@ -190,7 +193,7 @@ class JobRuntime:
                 raise JobNotClosedError(f"job {job_id} is open; close it before reverting")
             snapshot = await asyncio.to_thread(
                 revert_to_snapshot,
-                self.store,
+                self._store,
                 job_id,
                 snapshot_id,
                 delete_intervening_results=delete_intervening_results,
@@ -216,7 +219,7 @@ class JobRuntime:
                     await asyncio.to_thread(slot.job.force_close)
 
         self._abandoned[job_id] = asyncio.ensure_future(finish())
-        await asyncio.to_thread(self.store.commit, job_id, WriteBatch(intake_open=False))
+        await asyncio.to_thread(self._store.commit, job_id, WriteBatch(intake_open=False))
 
     async def _settle(self, job_id: str) -> None:
         pending = self._abandoned.pop(job_id, None)
@@ -226,7 +229,7 @@ class JobRuntime:
     async def delete_data(self, job_id: str) -> None:
         await self._settle(job_id)
         await self.release(job_id)
-        await asyncio.to_thread(self.store.delete_job, job_id)
+        await asyncio.to_thread(self._store.delete_job, job_id)
 
     def stats(self, job_id: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
         slot = self._slots.get(job_id)
@@ -247,4 +250,31 @@ class JobRuntime:
         return max(bounds, default=None)
 
     def close(self) -> None:
-        self.store.close()
+        self._store.close()
+
+    # -- reading what the store keeps (open or closed jobs alike) ---------------------
+
+    def known(self, job_id: str) -> bool:
+        """Whether the store holds this job (it may not be loaded in this process)."""
+        return self._store.get_job(job_id) is not None
+
+    async def job_row(self, job_id: str) -> JobRow | None:
+        return await asyncio.to_thread(self._store.get_job, job_id)
+
+    async def buckets(self, job_id: str, query: ResultsQuery) -> tuple[int, list[BucketResult]]:
+        return await asyncio.to_thread(self._store.query_buckets, job_id, query)
+
+    async def records(self, job_id: str, query: ResultsQuery) -> tuple[int, list[RecordResult]]:
+        return await asyncio.to_thread(self._store.query_records, job_id, query)
+
+    async def snapshots(self, job_id: str, query: SnapshotQuery) -> tuple[int, list[ModelSnapshot]]:
+        return await asyncio.to_thread(self._store.list_snapshots, job_id, query)
+
+    async def snapshot(self, job_id: str, snapshot_id: str) -> ModelSnapshot | None:
+        return await asyncio.to_thread(self._store.get_snapshot, job_id, snapshot_id)
+
+    async def retain_snapshot(self, job_id: str, snapshot_id: str, retain: bool) -> ModelSnapshot:
+        return await asyncio.to_thread(self._store.set_snapshot_retain, job_id, snapshot_id, retain)
+
+    async def delete_snapshot(self, job_id: str, snapshot_id: str) -> None:
+        await asyncio.to_thread(self._store.delete_snapshot, job_id, snapshot_id)

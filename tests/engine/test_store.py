@@ -52,7 +52,7 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
 def test_bucket_queries_filter_sort_and_page(store: SQLiteStore) -> None:
     store.commit("j", WriteBatch(buckets=_buckets(30)))
     count, page = store.query_buckets(
-        "j", ResultsQuery(min_score=5, sort="anomalyScore", desc=True, from_=3, size=3)
+        "j", ResultsQuery(min_score=5, sort="anomaly_score", desc=True, from_=3, size=3)
     )
     assert count == 8  # scores 5 and 6 among 30 buckets
     assert [b.anomaly_score for b in page] == [6.0, 5.0, 5.0]

@@ -24,6 +24,7 @@ from mljob_operator.http.server import DataApi
 from mljob_operator.http.tls import generated_pair, server_context
 from mljob_operator.runtime import JobRuntime
 from mljob_operator.settings import OperatorSettings
+from mljob_operator.store import open_store
 
 JOB = "/v1/namespaces/ns/mljobs/web-1"
 TOKENS = {"viewer": {"results", "snapshots"}, "editor": {"results", "snapshots", "data", "close"}}
@@ -74,7 +75,7 @@ Call = Callable[..., Awaitable[tuple[int, Any]]]
 
 def with_client(tmp_path: Path, test: Callable[[Call], Awaitable[None]]) -> None:
     async def main() -> None:
-        runtime = JobRuntime(tmp_path)
+        runtime = JobRuntime(open_store(tmp_path))
         api = DataApi(
             runtime,
             Authorizer(Reviews()),
@@ -168,7 +169,7 @@ def _routes(app: web.Application) -> set[tuple[str, str]]:
 
 
 def test_openapi_describes_every_route(tmp_path: Path) -> None:
-    runtime = JobRuntime(tmp_path)
+    runtime = JobRuntime(open_store(tmp_path))
     api = DataApi(
         runtime,
         Authorizer(Reviews()),

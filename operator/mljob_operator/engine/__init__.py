@@ -1,12 +1,11 @@
 """The anomaly-detection engine: a library with no Kubernetes, HTTP or API-model imports.
 
-`Job` (engine.job) is the façade the operator drives; it is exported lazily because the
-store imports the result types from this package and the job imports the store.
+`Job` (engine.job) is the façade the operator drives. The engine owns its persistence
+port (`engine.persistence`); store packages implement it and import the engine, never the
+reverse.
 """
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING, Any
 
 from mljob_operator.engine.config import DetectorConfig, JobConfig
 from mljob_operator.engine.errors import (
@@ -16,6 +15,7 @@ from mljob_operator.engine.errors import (
     JobClosedError,
     JobFailedError,
 )
+from mljob_operator.engine.job import Job, JobNotClosedError, revert_to_snapshot
 from mljob_operator.engine.results import (
     BucketResult,
     DataCounts,
@@ -25,9 +25,6 @@ from mljob_operator.engine.results import (
     PruneResult,
     RecordResult,
 )
-
-if TYPE_CHECKING:
-    from mljob_operator.engine.job import Job, JobNotClosedError, revert_to_snapshot
 
 __all__ = [
     "BucketResult",
@@ -48,11 +45,3 @@ __all__ = [
     "RecordResult",
     "revert_to_snapshot",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    if name in ("Job", "JobNotClosedError", "revert_to_snapshot"):
-        from mljob_operator.engine import job  # noqa: PLC0415 (import cycle with store)
-
-        return getattr(job, name)
-    raise AttributeError(name)

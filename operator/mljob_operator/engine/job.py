@@ -24,6 +24,13 @@ from mljob_operator.engine.analyzer import Analyzer, Output
 from mljob_operator.engine.config import JobConfig
 from mljob_operator.engine.errors import EngineError, JobClosedError, JobFailedError
 from mljob_operator.engine.ingest import parse_records
+from mljob_operator.engine.persistence import (
+    NotFoundError,
+    Rescore,
+    StepRecord,
+    Store,
+    WriteBatch,
+)
 from mljob_operator.engine.results import (
     DataCounts,
     FlushResult,
@@ -32,13 +39,6 @@ from mljob_operator.engine.results import (
     PruneResult,
 )
 from mljob_operator.engine.scoring import NOISE_RAW
-from mljob_operator.store.base import (
-    CloseStep,
-    NotFoundError,
-    Rescore,
-    Store,
-    WriteBatch,
-)
 
 
 class JobNotClosedError(EngineError):
@@ -254,7 +254,7 @@ class Job:
                 truncate_wal_through=self.applied_seq,
                 close_step=None
                 if close_id is None
-                else CloseStep(close_id, "persist_snapshot", {"snapshot_id": sid}),
+                else StepRecord(close_id, "persist_snapshot", {"snapshot_id": sid}),
             ),
         )
         self.active_snapshot_id = snap.snapshot_id
@@ -289,7 +289,7 @@ class Job:
                     intake_open=False,
                     close_id=close_id,
                     close_complete=False,
-                    close_step=CloseStep(close_id, "stop_intake", {}),
+                    close_step=StepRecord(close_id, "stop_intake", {}),
                 ),
             )
 
@@ -303,7 +303,7 @@ class Job:
             pending = an.pending_records()
             self.store.commit(
                 self.job_id,
-                WriteBatch(close_step=CloseStep(close_id, "flush_buffers", {"records": pending})),
+                WriteBatch(close_step=StepRecord(close_id, "flush_buffers", {"records": pending})),
             )
             return pending
 
@@ -318,7 +318,7 @@ class Job:
             batch = WriteBatch(
                 wal_kind="finalize",
                 received_ms=self._now_ms(),
-                close_step=CloseStep(close_id, "finalize_results", {"buckets": out.finalized}),
+                close_step=StepRecord(close_id, "finalize_results", {"buckets": out.finalized}),
             )
             self._commit(out, batch)
             return out.finalized
@@ -364,7 +364,7 @@ class Job:
                 close_complete=True if close_id is not None else None,
                 close_step=None
                 if close_id is None
-                else CloseStep(
+                else StepRecord(
                     close_id,
                     "prune_history",
                     {"snapshots_deleted": len(doomed), "results_deleted": results},

@@ -19,12 +19,13 @@ from mljob_operator.api.permissions import (
     READ_SNAPSHOTS,
     Permission,
 )
+from mljob_operator.http.params import BUCKET_SORT_NAMES, RECORD_SORT_NAMES, SNAPSHOT_SORT_NAMES
 
 JOB = "/v1/namespaces/{namespace}/mljobs/{name}"
 SNAPSHOT = JOB + "/modelsnapshots/{snapshotId}"
-BUCKET_SORTS = ["timestamp", "anomalyScore", "initialAnomalyScore", "eventCount", "bucketSpan"]
-RECORD_SORTS = ["timestamp", "recordScore", "initialRecordScore", "probability", "detectorIndex"]
-SNAPSHOT_SORTS = ["timestamp", "snapshotId", "latestRecordTimeStamp"]
+BUCKET_SORTS = list(BUCKET_SORT_NAMES)
+RECORD_SORTS = list(RECORD_SORT_NAMES)
+SNAPSHOT_SORTS = list(SNAPSHOT_SORT_NAMES)
 ERRORS = {
     "400": "Malformed parameters or body.",
     "401": "No bearer token, or the apiserver rejected it (TokenReview).",

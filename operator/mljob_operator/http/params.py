@@ -12,7 +12,13 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 
 from mljob_operator.api import parse_duration
-from mljob_operator.store.base import ResultsQuery, SnapshotQuery
+from mljob_operator.engine.persistence import (
+    BUCKET_SORTS,
+    RECORD_SORTS,
+    SNAPSHOT_SORTS,
+    ResultsQuery,
+    SnapshotQuery,
+)
 
 MAX_PAGE_SIZE = 10_000
 MAX_OFFSET = 1_000_000_000
@@ -138,8 +144,33 @@ def select_names(expression: str, existing: Iterable[str], allow_no_match: bool)
     return list(chosen)
 
 
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(p.capitalize() for p in rest)
+
+
+def sort_names(fields: Iterable[str]) -> dict[str, str]:
+    """API sort names (camelCase, as the results' JSON) → the engine's field names."""
+    return {_camel(f): f for f in fields}
+
+
+BUCKET_SORT_NAMES = sort_names(BUCKET_SORTS)
+RECORD_SORT_NAMES = sort_names(RECORD_SORTS)
+SNAPSHOT_SORT_NAMES = sort_names(SNAPSHOT_SORTS)
+
+
+def parse_sort(params: Mapping[str, str], allowed: Mapping[str, str]) -> str | None:
+    value = params.get("sort")
+    if value is None or value == "":
+        return None
+    if value not in allowed:
+        raise BadRequest(f"cannot sort by {value!r}; use one of {', '.join(sorted(allowed))}")
+    return allowed[value]
+
+
 def results_query(params: Mapping[str, str], score_param: str) -> ResultsQuery:
-    """The sort field is checked by the store, which knows its columns."""
+    """Buckets (`score_param` anomalyScore) or records (recordScore)."""
+    sorts = BUCKET_SORT_NAMES if score_param == "anomalyScore" else RECORD_SORT_NAMES
     start, end = parse_time_ms(params, "start"), parse_time_ms(params, "end")
     if start is not None and end is not None and end < start:
         raise BadRequest("end must not be before start")
@@ -148,7 +179,7 @@ def results_query(params: Mapping[str, str], score_param: str) -> ResultsQuery:
         end_ms=end,
         min_score=parse_float(params, score_param),
         exclude_interim=parse_bool(params, "excludeInterim"),
-        sort=params.get("sort"),
+        sort=parse_sort(params, sorts),
         desc=parse_bool(params, "desc"),
         from_=parse_int(params, "from", 0, hi=MAX_OFFSET),
         size=parse_int(params, "size", 100, lo=0, hi=MAX_PAGE_SIZE),
@@ -162,7 +193,7 @@ def snapshots_query(params: Mapping[str, str]) -> SnapshotQuery:
     return SnapshotQuery(
         start_ms=start,
         end_ms=end,
-        sort=params.get("sort"),
+        sort=parse_sort(params, SNAPSHOT_SORT_NAMES),
         desc=parse_bool(params, "desc"),
         from_=parse_int(params, "from", 0, hi=MAX_OFFSET),
         size=parse_int(params, "size", 100, lo=0, hi=MAX_PAGE_SIZE),

@@ -10,7 +10,6 @@ results and snapshots stay readable. Close and open go through the apiserver (`d
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -30,6 +29,7 @@ from mljob_operator.api.permissions import (
 )
 from mljob_operator.engine.errors import DataFormatError, JobClosedError
 from mljob_operator.engine.job import JobNotClosedError
+from mljob_operator.engine.persistence import ActiveSnapshotError, NotFoundError, StoreError
 from mljob_operator.http.auth import Authorizer, User
 from mljob_operator.http.desired import StateRequests
 from mljob_operator.http.errors import (
@@ -51,7 +51,6 @@ from mljob_operator.http.params import (
     snapshots_query,
 )
 from mljob_operator.runtime import JobNotOpenError, JobRuntime
-from mljob_operator.store.base import ActiveSnapshotError, NotFoundError, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -164,9 +163,6 @@ class DataApi:
             "spec.state: opened (or POST .../open) to reopen it. Its results stay readable."
         )
 
-    async def _store(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await self._translated(asyncio.to_thread(fn, *args))
-
     async def _translated(self, work: Awaitable[Any]) -> Any:
         """Store errors as API errors: 404, 409 for the active snapshot, else 400."""
         try:
@@ -274,21 +270,17 @@ class DataApi:
 
     async def buckets(self, request: web.Request) -> web.Response:
         query = results_query(request.query, "anomalyScore")
-        count, items = await self._store(
-            self.runtime.store.query_buckets, self._job(request), query
-        )
+        count, items = await self._translated(self.runtime.buckets(self._job(request), query))
         return web.json_response({"count": count, "buckets": [b.to_api() for b in items]})
 
     async def records(self, request: web.Request) -> web.Response:
         query = results_query(request.query, "recordScore")
-        count, items = await self._store(
-            self.runtime.store.query_records, self._job(request), query
-        )
+        count, items = await self._translated(self.runtime.records(self._job(request), query))
         return web.json_response({"count": count, "records": [r.to_api() for r in items]})
 
     async def stats(self, request: web.Request) -> web.Response:
         job_id = self._job(request)
-        row = await self._store(self.runtime.store.get_job, job_id)
+        row = await self._translated(self.runtime.job_row(job_id))
         live = self.runtime.stats(job_id)
         if live is None:
             live = (row.data_counts.to_api(), row.model_size_stats.to_api()) if row else ({}, {})
@@ -309,14 +301,12 @@ class DataApi:
 
     async def snapshots(self, request: web.Request) -> web.Response:
         query = snapshots_query(request.query)
-        count, snaps = await self._store(
-            self.runtime.store.list_snapshots, self._job(request), query
-        )
+        count, snaps = await self._translated(self.runtime.snapshots(self._job(request), query))
         return web.json_response({"count": count, "modelSnapshots": [s.to_api() for s in snaps]})
 
     async def _snapshot(self, request: web.Request) -> Any:
         job_id, snapshot_id = self._job(request), request.match_info["snapshotId"]
-        snap = await self._store(self.runtime.store.get_snapshot, job_id, snapshot_id)
+        snap = await self._translated(self.runtime.snapshot(job_id, snapshot_id))
         if snap is None:
             raise NotFound(f"no model snapshot {snapshot_id!r} for MLJob {job_id}")
         return snap
@@ -335,8 +325,8 @@ class DataApi:
         if not isinstance(update["retain"], bool):
             raise BadRequest("retain must be true or false")
         job_id, snapshot_id = self._job(request), request.match_info["snapshotId"]
-        snap = await self._store(
-            self.runtime.store.set_snapshot_retain, job_id, snapshot_id, update["retain"]
+        snap = await self._translated(
+            self.runtime.retain_snapshot(job_id, snapshot_id, update["retain"])
         )
         return web.json_response({"acknowledged": True, "model": snap.to_api()})
 
@@ -359,7 +349,7 @@ class DataApi:
 
     async def delete_snapshot(self, request: web.Request) -> web.Response:
         job_id, snapshot_id = self._job(request), request.match_info["snapshotId"]
-        await self._store(self.runtime.store.delete_snapshot, job_id, snapshot_id)
+        await self._translated(self.runtime.delete_snapshot(job_id, snapshot_id))
         return web.json_response({"acknowledged": True})
 
 

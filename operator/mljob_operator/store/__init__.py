@@ -1,6 +1,11 @@
-"""Persistence for the engine: the Store protocol and its embedded SQLite default."""
+"""Persistence for the engine: implementations of its port (`engine.persistence`).
 
-from mljob_operator.store.base import (
+SQLite under the operator's data directory is the embedded default.
+"""
+
+from pathlib import Path
+
+from mljob_operator.engine.persistence import (
     ActiveSnapshotError,
     CommitResult,
     JobRow,
@@ -26,4 +31,10 @@ __all__ = [
     "StoreError",
     "WalEntry",
     "WriteBatch",
+    "open_store",
 ]
+
+
+def open_store(data_dir: Path) -> Store:
+    """The store the operator runs on."""
+    return SQLiteStore(data_dir / "mljobs.sqlite")

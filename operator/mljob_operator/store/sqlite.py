@@ -17,15 +17,10 @@ from typing import Any
 import numpy as np
 import orjson
 
-from mljob_operator.engine.results import (
-    BucketResult,
-    DataCounts,
-    Influence,
-    ModelSizeStats,
-    ModelSnapshot,
-    RecordResult,
-)
-from mljob_operator.store.base import (
+from mljob_operator.engine.persistence import (
+    BUCKET_SORTS,
+    RECORD_SORTS,
+    SNAPSHOT_SORTS,
     ActiveSnapshotError,
     CommitResult,
     JobRow,
@@ -35,6 +30,14 @@ from mljob_operator.store.base import (
     StoreError,
     WalEntry,
     WriteBatch,
+)
+from mljob_operator.engine.results import (
+    BucketResult,
+    DataCounts,
+    Influence,
+    ModelSizeStats,
+    ModelSnapshot,
+    RecordResult,
 )
 
 MIGRATIONS: tuple[str, ...] = (
@@ -138,12 +141,13 @@ _SNAPSHOT_COLS = (
 )
 
 
-def _snake(name: str) -> str:
-    return "".join("_" + c.lower() if c.isupper() else c for c in name)
+assert set(_BUCKET_SORT) == set(BUCKET_SORTS)
+assert set(_RECORD_SORT) == set(RECORD_SORTS)
+assert set(_SNAPSHOT_SORT) == set(SNAPSHOT_SORTS)
 
 
 def _sort_column(sort: str | None, allowed: dict[str, str]) -> str:
-    key = _snake(sort or "timestamp")
+    key = sort or "timestamp"
     if key not in allowed:
         raise StoreError(f"cannot sort by {sort!r}; use one of {', '.join(sorted(allowed))}")
     return allowed[key]

@@ -1,9 +1,11 @@
-"""The persistence interface of the engine: one transactional write, typed queries.
+"""The persistence port the engine needs: one transactional write, typed queries.
 
-Every change the engine makes goes through `Store.commit(job_id, WriteBatch)`, applied
-in one transaction; that is what makes a data post durable together with the results it
-produced, and each close step exactly-once together with its record. A PostgreSQL store
-implements the same protocol with the same tables (see sqlite.py for the schema).
+The engine owns this interface and the store packages implement it (`store.sqlite`), so
+the dependency points one way: store → engine, never back. Every change the engine makes
+goes through `Store.commit(job_id, WriteBatch)`, applied in one transaction; that is what
+makes a data post durable together with the results it produced, and each close step
+exactly-once together with its record. Another store implements the same protocol (see
+store/sqlite.py for the schema).
 """
 
 from __future__ import annotations
@@ -70,7 +72,9 @@ class Rescore:
 
 
 @dataclass(frozen=True, slots=True)
-class CloseStep:
+class StepRecord:
+    """A housekeeping step done, committed with its effects so it runs exactly once."""
+
     close_id: str
     step: str
     result: dict[str, Any]
@@ -99,12 +103,25 @@ class WriteBatch:
     delete_snapshots: list[str] = field(default_factory=list)
     delete_results_before_ms: int | None = None
     delete_results_after_ms: int | None = None
-    close_step: CloseStep | None = None
+    close_step: StepRecord | None = None
+
+
+BUCKET_SORTS = ("timestamp", "anomaly_score", "initial_anomaly_score", "event_count", "bucket_span")
+RECORD_SORTS = (
+    "timestamp",
+    "record_score",
+    "initial_record_score",
+    "probability",
+    "detector_index",
+)
+SNAPSHOT_SORTS = ("timestamp", "snapshot_id", "latest_record_time_stamp")
+"""The fields results and snapshots can be sorted by (the result types' own names)."""
 
 
 @dataclass(frozen=True, slots=True)
 class ResultsQuery:
-    """start inclusive, end exclusive (epoch ms), as the seed's results APIs."""
+    """start inclusive, end exclusive (epoch ms), as the seed's results APIs; `sort` is one
+    of BUCKET_SORTS or RECORD_SORTS."""
 
     start_ms: int | None = None
     end_ms: int | None = None
