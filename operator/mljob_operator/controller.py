@@ -1,12 +1,11 @@
 """One MLJob's reconcile loop: observe → lifecycle.decide → act → write status → repeat.
 
-The operator is the only writer of `status`, so the controller keeps the status it last
-wrote as the truth and reads the live body only for spec, annotations and deletion; it
-never acts twice on a status the watch has not delivered yet. Status is replaced whole
-(JSON patch `add /status`), so no stale key of an earlier close survives a merge.
-Engine failures are retried with backoff a bounded number of times, then the job fails.
-A datafeed runs beside this loop as its own task (`feeds.JobFeed`), started and stopped
-as the lifecycle says; its progress is part of what the loop observes and writes.
+`lifecycle` decides (pure); this module does what it decided, one method per action
+(`_ACTIONS`), and writes the next status through `JobStatusWriter`, which holds the
+status last written as the truth. Engine failures are retried with backoff a bounded
+number of times (`EngineRetries`), then the job fails. A datafeed runs beside this loop
+as its own task (`JobFeed`), started and stopped as the lifecycle says; its progress is
+part of what the loop observes and writes. Event texts live in `events`.
 """
 
 from __future__ import annotations
@@ -15,45 +14,40 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from pydantic import ValidationError
 
-from mljob_operator import lifecycle
+from mljob_operator import events, lifecycle
 from mljob_operator.api import (
     FORCE_CLOSE_ANNOTATION,
     CloseStep,
-    ConditionStatus,
-    ConditionType,
-    DataCounts,
-    DesiredState,
     JobState,
     MLJobSpec,
     MLJobStatus,
-    ModelSizeStats,
     Reason,
 )
-from mljob_operator.conditions import Verdict, with_state_conditions
+from mljob_operator.events import Event, EventSink
 from mljob_operator.faults import FaultInjector
 from mljob_operator.feeds import JobFeed
-from mljob_operator.kube import JobGone, KubeClient, KubeError
+from mljob_operator.job_status import EngineStats, JobStatusWriter, StatusClient, with_stats
+from mljob_operator.kube import JobGone, KubeError
 from mljob_operator.lifecycle import Action, Decision, Observation
+from mljob_operator.retries import EngineRetries
 from mljob_operator.runtime import InvalidSpecError, JobRuntime
 from mljob_operator.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
 
-ENGINE_RETRIES = 3
 IDLE_POLL_S = 0.2
 FORCE_POLL_S = 0.5
 """How often a running housekeeping step looks for a new force-close value."""
-BACKOFF_S = (0.5, 2.0, 5.0)
-NORMAL, WARNING = "Normal", "Warning"
+KUBE_RETRY_S = 5.0
 
-EventSink = Callable[[str, str, str], None]
-"""(type, reason, message) → posts a Kubernetes Event about this job."""
+BodyView = Callable[[], Mapping[str, Any]]
+"""The live object (kopf keeps it current)."""
 
 
 def utcnow() -> datetime:
@@ -61,12 +55,12 @@ def utcnow() -> datetime:
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
-class BodyView(Protocol):
-    def __call__(self) -> Mapping[str, Any]: ...
-
-
 def job_id(namespace: str, name: str) -> str:
     return f"{namespace}/{name}"
+
+
+def _ignore(_: Event) -> None:
+    return None
 
 
 class JobController:
@@ -75,19 +69,21 @@ class JobController:
         namespace: str,
         name: str,
         runtime: JobRuntime,
-        kube: KubeClient,
+        kube: StatusClient,
         settings: OperatorSettings,
         clock: Callable[[], datetime] = utcnow,
         uid: str | None = None,
+        retries: EngineRetries | None = None,
+        poll_s: tuple[float, float] = (IDLE_POLL_S, FORCE_POLL_S),
     ) -> None:
         self.uid = uid
         self.namespace, self.name = namespace, name
         self.id = job_id(namespace, name)
-        self.runtime, self.kube, self.settings, self.clock = runtime, kube, settings, clock
+        self.runtime, self.settings, self.clock = runtime, settings, clock
         self.faults = FaultInjector(settings.fault_kill_at, settings.fault_fail_at)
-        self.status: MLJobStatus | None = None
-        self._body: Mapping[str, Any] = {}
-        """The live body of the action in progress (kopf keeps it current)."""
+        self.writer = JobStatusWriter(namespace, name, kube, settings.status_interval_s)
+        self.retries = retries or EngineRetries()
+        self.idle_poll_s, self.force_poll_s = poll_s
         self.gone = False
         """The object vanished without a deletion the finalizer saw (e.g. finalizer removed
         by hand); the registry then forgets this controller."""
@@ -95,31 +91,46 @@ class JobController:
         """Whether the spec last seen has a datafeed (the data API then refuses posts)."""
         self.wake = asyncio.Event()
         self.lock = asyncio.Lock()
-        self._stats_at = 0.0
-        self._failures = 0
-        self._emit: EventSink | None = None
+        self.emit: EventSink = _ignore
+        self._body: BodyView = lambda: {}
         self.feed = JobFeed(
             self.id,
             runtime,
             self.faults,
             clock,
             on_change=self.wake.set,
-            on_error=self._feed_error,
+            on_error=lambda message: self.emit(events.datafeed_error(message)),
             max_bytes=settings.max_body_bytes,
         )
+        self._actions: dict[Action, Callable[[Observation, Decision], Awaitable[None]]] = {
+            Action.INITIALIZE_CLOSED: self._initialize_closed,
+            Action.BEGIN_OPEN: self._begin_open,
+            Action.OPEN: self._open,
+            Action.LOAD: self._load,
+            Action.BEGIN_CLOSE: self._begin_close,
+            Action.RUN_STEP: self._run_step,
+            Action.TIME_OUT: self._time_out,
+            Action.FINISH_CLOSE: self._finish_close,
+            Action.FORCE_CLOSE: self._force_close,
+            Action.REFUSE_CLOSE: self._refuse_close,
+        }
+
+    @property
+    def status(self) -> MLJobStatus | None:
+        return self.writer.current
 
     # -- observation ---------------------------------------------------------------
 
     def observe(self, body: Mapping[str, Any], deleting: bool = False) -> Observation:
-        if self.status is None:
-            self.status = MLJobStatus.model_validate(body.get("status") or {})
+        """Raises ValidationError for a spec the models reject."""
+        recorded = self.writer.adopt(body)
         meta = body.get("metadata", {})
         annotations = meta.get("annotations") or {}
         spec = MLJobSpec.model_validate(body.get("spec") or {})
         self.fed_by_datafeed = spec.datafeed is not None
         return Observation(
             spec=spec,
-            status=self._current(spec),
+            status=self._with_feed(recorded, spec),
             generation=meta.get("generation"),
             force_close=annotations.get(FORCE_CLOSE_ANNOTATION) or None,
             engine_loaded=self.runtime.is_loaded(self.id),
@@ -127,25 +138,32 @@ class JobController:
             deleting=deleting or bool(meta.get("deletionTimestamp")),
         )
 
-    # -- loops ---------------------------------------------------------------------
-
-    def _current(self, spec: MLJobSpec) -> MLJobStatus:
+    def _with_feed(self, status: MLJobStatus, spec: MLJobSpec) -> MLJobStatus:
         """The status last written, with the datafeed's progress since."""
-        assert self.status is not None
-        feed = self.feed.status(self.status.datafeed)
-        return lifecycle.with_datafeed(self.status, spec, feed)
+        return lifecycle.with_datafeed(status, spec, self.feed.status(status.datafeed))
 
-    def _feed_error(self, message: str) -> None:
-        if self._emit is not None:
-            self._emit(WARNING, Reason.DATAFEED_ERROR, f"Datafeed: {message}")
+    def _now(self, obs: Observation) -> Observation:
+        """`obs` at the current time, with the status as last written."""
+        assert self.status is not None
+        return Observation(
+            obs.spec,
+            self._with_feed(self.status, obs.spec),
+            obs.generation,
+            obs.force_close,
+            obs.engine_loaded,
+            self.clock(),
+            obs.deleting,
+        )
+
+    # -- loops ---------------------------------------------------------------------
 
     async def run(self, body: BodyView, stopped: Callable[[], bool], emit: EventSink) -> None:
         """The daemon loop: until stopped, act whenever the lifecycle says so."""
-        self._emit = emit
+        self.emit = emit
         try:
             while not stopped():
                 try:
-                    acted = await self.step(body(), emit)
+                    acted = await self.step(body)
                     if not acted:
                         await self.upkeep(body())
                 except JobGone:
@@ -153,7 +171,7 @@ class JobController:
                     return
                 except KubeError as err:
                     log.warning("%s: Kubernetes API error, will retry: %s", self.id, err)
-                    await self._sleep_or_wake(BACKOFF_S[-1])
+                    await self._sleep_or_wake(KUBE_RETRY_S)
                     continue
                 if not acted:
                     await self._idle(body, stopped)
@@ -163,6 +181,7 @@ class JobController:
     async def close_for_deletion(self, body: BodyView, emit: EventSink) -> None:
         """Close the job (honouring force) before its data is removed; a failed job
         cannot be housekept, so deletion closes it forcibly."""
+        self.emit = emit
         while True:
             try:
                 obs = self.observe(body(), deleting=True)
@@ -177,9 +196,9 @@ class JobController:
                 async with self.lock:
                     await self.feed.stop()
                     await self.runtime.force_close(self.id)
-                    await self._write(lifecycle.force_closed(obs, self._new_id(), "deletion"))
+                    await self.writer.write(lifecycle.force_closed(obs, self._new_id(), "deletion"))
                 return
-            if not await self.step(body(), emit, deleting=True):
+            if not await self.step(body, deleting=True):
                 return
 
     async def _sleep_or_wake(self, seconds: float) -> bool:
@@ -198,244 +217,38 @@ class JobController:
         while not stopped() and asyncio.get_running_loop().time() < deadline:
             if body().get("metadata", {}).get("resourceVersion") != version:
                 return
-            if await self._sleep_or_wake(IDLE_POLL_S):
+            if await self._sleep_or_wake(self.idle_poll_s):
                 return
 
-    async def step(self, body: Mapping[str, Any], emit: EventSink, deleting: bool = False) -> bool:
+    async def step(self, body: BodyView, deleting: bool = False) -> bool:
         """Decide and do one action; False when there was nothing to do."""
         async with self.lock:
             try:
-                obs = self.observe(body, deleting)
+                obs = self.observe(body(), deleting)
             except ValidationError as err:
                 await self.feed.stop()
-                return await self._unparseable(body, err, emit)
+                return await self._unparseable(body(), err)
             await self.feed.sync(obs.spec, lifecycle.datafeed_runs(obs), obs.status.datafeed)
-            obs = self.observe(body, deleting)
+            obs = self.observe(body(), deleting)
             decision = lifecycle.decide(obs)
             if decision.action == Action.NOTHING:
                 return False
             self._body = body
             try:
-                await self._execute(obs, decision, emit)
-                self._failures = 0
+                await self._actions[decision.action](obs, decision)
+                self.retries.succeeded()
             except InvalidSpecError as err:
-                await self._fail(obs, Reason.INVALID_SPEC, f"Invalid spec: {err}", emit)
+                await self._fail(obs, Reason.INVALID_SPEC, f"Invalid spec: {err}")
             except (KubeError, asyncio.CancelledError):
                 raise
             except Exception as err:
-                await self._engine_failure(obs, decision, err, emit)
+                await self._engine_failure(obs, decision, err)
             return True
-
-    async def _unparseable(
-        self, body: Mapping[str, Any], err: ValidationError, emit: EventSink
-    ) -> bool:
-        """A spec the CRD let through but the models reject: Ready=False, no crash loop."""
-        status = self.status or MLJobStatus()
-        if status.state == JobState.FAILED and status.condition(ConditionType.FAILED):
-            cond = status.condition(ConditionType.FAILED)
-            if cond is not None and cond.reason == Reason.INVALID_SPEC:
-                return False
-        message = f"Invalid spec: {_first_error(err)}"
-        failed = with_state_conditions(
-            status.model_copy(update={"state": JobState.FAILED, "closed": False}),
-            DesiredState.OPENED,
-            self.clock(),
-            body.get("metadata", {}).get("generation"),
-            Verdict(ConditionStatus.TRUE, Reason.INVALID_SPEC, message),
-        )
-        await self.runtime.release(self.id)
-        await self._write(failed)
-        emit(WARNING, Reason.INVALID_SPEC, message)
-        return True
-
-    async def _engine_failure(
-        self, obs: Observation, decision: Decision, err: Exception, emit: EventSink
-    ) -> None:
-        self._failures += 1
-        log.exception("%s: %s failed (attempt %d)", self.id, decision.action, self._failures)
-        if self._failures <= ENGINE_RETRIES:
-            await asyncio.sleep(BACKOFF_S[min(self._failures, len(BACKOFF_S)) - 1])
-            return
-        reason = (
-            Reason.SNAPSHOT_RESTORE_FAILED
-            if decision.action in (Action.OPEN, Action.LOAD)
-            else Reason.ENGINE_ERROR
-        )
-        await self._fail(obs, reason, f"{decision.action} failed: {err}", emit)
-
-    async def _fail(self, obs: Observation, reason: str, message: str, emit: EventSink) -> None:
-        self._failures = 0
-        await self.runtime.release(self.id)
-        await self._write(lifecycle.failed(obs, reason, message))
-        emit(WARNING, reason, message)
-
-    # -- actions -------------------------------------------------------------------
-
-    def _new_id(self) -> str:
-        return f"{self.clock():%Y%m%dt%H%M%S}-{uuid.uuid4().hex[:6]}"
-
-    async def _execute(self, obs: Observation, decision: Decision, emit: EventSink) -> None:
-        action = decision.action
-        trigger = lifecycle.close_trigger(obs)
-        if action == Action.INITIALIZE_CLOSED:
-            await self._write(lifecycle.initialize_closed(obs))
-        elif action == Action.BEGIN_OPEN:
-            await self._write(lifecycle.begin_open(obs))
-            emit(NORMAL, Reason.OPENING, "Opening: restoring the model from its latest snapshot.")
-        elif action == Action.OPEN:
-            restored = await self.runtime.load(self.id, obs.spec, accepting=True)
-            self.faults.checkpoint("after:open")
-            await self._write(self._with_stats(lifecycle.opened(self._now(obs), restored)))
-            detail = f"model restored from snapshot {restored}" if restored else "new model"
-            emit(NORMAL, Reason.OPENED, f"Opened ({detail}); the job takes data.")
-        elif action == Action.LOAD:
-            await self.runtime.load(self.id, obs.spec, accepting=True)
-        elif action == Action.BEGIN_CLOSE:
-            close_id = self._new_id()
-            await self.runtime.load(self.id, obs.spec, accepting=False)
-            self.faults.checkpoint("before:beginClose")
-            await self.runtime.stop_intake(self.id, close_id)
-            self.faults.checkpoint("after:beginClose")
-            await self._write(lifecycle.begin_close(self._now(obs), close_id, trigger))
-            self.faults.checkpoint("recorded:beginClose")
-            if trigger == "datafeed":
-                emit(NORMAL, Reason.DATAFEED_ENDED, _feed_ended_message(obs))
-            emit(NORMAL, Reason.CLOSING, f"Closing ({close_id}): housekeeping started.")
-        elif action == Action.RUN_STEP:
-            assert decision.step is not None
-            await self._run_step(obs, decision.step, decision, emit)
-        elif action == Action.TIME_OUT:
-            await self._time_out(obs, emit)
-        elif action == Action.FINISH_CLOSE:
-            stats = self.runtime.stats(self.id)
-            await self.runtime.release(self.id)
-            status = self._with_stats(lifecycle.finish_close(obs), stats)
-            await self._write(status)
-            close = status.last_close
-            assert close is not None
-            emit(
-                NORMAL,
-                Reason.CLOSED,
-                f"Closed in {close.duration_seconds or 0:.1f}s: flushed "
-                f"{close.records_flushed or 0} records, finalised {close.buckets_finalized or 0} "
-                f"buckets, snapshot {close.snapshot_id}, pruned {close.snapshots_pruned or 0} "
-                f"snapshots.",
-            )
-        elif action == Action.FORCE_CLOSE:
-            stats = self.runtime.stats(self.id)
-            await self.runtime.force_close(self.id)
-            await self._force_closed(obs, trigger, stats, emit)
-        elif action == Action.REFUSE_CLOSE:
-            status = lifecycle.refuse_close(obs)
-            await self._write(status)
-            emit(WARNING, Reason.CLOSE_REFUSED, _closed_message(status))
-
-    def _now(self, obs: Observation) -> Observation:
-        return Observation(
-            obs.spec,
-            self._current(obs.spec),
-            obs.generation,
-            obs.force_close,
-            obs.engine_loaded,
-            self.clock(),
-            obs.deleting,
-        )
-
-    async def _run_step(
-        self, obs: Observation, step: CloseStep, decision: Decision, emit: EventSink
-    ) -> None:
-        close = obs.status.last_close
-        assert close is not None
-        assert close.close_id is not None
-        if not self.runtime.is_loaded(self.id):
-            await self.runtime.load(self.id, obs.spec, accepting=False)
-            await self.runtime.stop_intake(self.id, close.close_id)
-        self.faults.checkpoint(f"before:{step.value}")
-        self.faults.maybe_fail(step.value)
-        task = asyncio.ensure_future(self._engine_step(close.close_id, step))
-        if not await self._await_step(obs, task, decision, emit):
-            return
-        results = await task
-        self.faults.checkpoint(f"after:{step.value}")
-        status = lifecycle.step_done(self._now(obs), step, results)
-        await self._write(self._with_stats(status))
-        self.faults.checkpoint(f"recorded:{step.value}")
-
-    async def _force_closed(
-        self,
-        obs: Observation,
-        trigger: str,
-        stats: tuple[dict[str, Any], dict[str, Any]] | None,
-        emit: EventSink,
-    ) -> None:
-        status = self._with_stats(lifecycle.force_closed(obs, self._new_id(), trigger), stats)
-        await self._write(status)
-        emit(
-            WARNING,
-            Reason.FORCE_CLOSED,
-            f"Force-closed ({FORCE_CLOSE_ANNOTATION}={status.last_handled_force_close}) "
-            "without flushing or persisting a snapshot; recent results may be missing.",
-        )
-
-    async def _engine_step(self, close_id: str, step: CloseStep) -> dict[str, Any]:
-        if self.settings.step_delay_s:
-            await asyncio.sleep(self.settings.step_delay_s)
-        return await self.runtime.run_step(self.id, close_id, step)
-
-    async def _await_step(
-        self,
-        obs: Observation,
-        task: asyncio.Future[dict[str, Any]],
-        decision: Decision,
-        emit: EventSink,
-    ) -> bool:
-        """Wait for a running step, reporting the timeout when it passes; False when a
-        new force-close value arrived meanwhile and the job was force-closed instead
-        (the step is abandoned to finish on its own)."""
-        deadline = decision.close_deadline
-        while True:
-            done, _ = await asyncio.wait({task}, timeout=FORCE_POLL_S)
-            if done:
-                return True
-            if deadline is not None and self.clock() >= deadline:
-                await self._time_out(self._now(obs), emit)
-                deadline = None
-            live = self.observe(self._body, obs.deleting)
-            if lifecycle.pending_force(live) is not None:
-                stats = self.runtime.stats(self.id)
-                await self.runtime.abandon(self.id, task)
-                await self._force_closed(live, lifecycle.close_trigger(live), stats, emit)
-                return False
-
-    async def _time_out(self, obs: Observation, emit: EventSink) -> None:
-        status = lifecycle.timed_out(obs)
-        await self._write(status)
-        assert status.last_close is not None
-        emit(WARNING, Reason.TIMED_OUT, lifecycle.timeout_message(status.last_close))
-
-    # -- status ----------------------------------------------------------------------
-
-    def _with_stats(
-        self,
-        status: MLJobStatus,
-        stats: tuple[dict[str, Any], dict[str, Any]] | None = None,
-    ) -> MLJobStatus:
-        stats = stats or self.runtime.stats(self.id)
-        if stats is None:
-            return status
-        counts, sizes = stats
-        return status.model_copy(
-            update={
-                "data_counts": DataCounts.model_validate(counts),
-                "model_size_stats": ModelSizeStats.model_validate(sizes),
-            }
-        )
 
     async def upkeep(self, body: Mapping[str, Any]) -> None:
         """Rate-limited upkeep of an idle job's status: dataCounts/modelSizeStats while it
         takes data, datafeed progress, conditions and observedGeneration."""
-        loop = asyncio.get_running_loop()
-        if loop.time() - self._stats_at < self.settings.status_interval_s:
+        if not self.writer.refresh_due:
             return
         async with self.lock:
             try:
@@ -447,26 +260,160 @@ class JobController:
             if reverted is not None:
                 status = status.model_copy(update={"model_snapshot_id": reverted})
             if status != self.status:
-                await self._write(status)
+                await self.writer.write(status)
 
-    async def _write(self, status: MLJobStatus) -> None:
-        await self.kube.replace_status(self.namespace, self.name, status.to_json_dict())
-        self.status = status
-        self._stats_at = asyncio.get_running_loop().time()
+    # -- failures --------------------------------------------------------------------
+
+    async def _unparseable(self, body: Mapping[str, Any], err: ValidationError) -> bool:
+        """A spec the CRD let through but the models reject: Ready=False, no crash loop."""
+        message = f"Invalid spec: {_first_error(err)}"
+        failed = lifecycle.invalid_spec(
+            self.writer.adopt(body),
+            self.clock(),
+            body.get("metadata", {}).get("generation"),
+            message,
+        )
+        if failed is None:
+            return False
+        await self.runtime.release(self.id)
+        await self.writer.write(failed)
+        self.emit(events.failed(Reason.INVALID_SPEC, message))
+        return True
+
+    async def _engine_failure(self, obs: Observation, decision: Decision, err: Exception) -> None:
+        attempt = self.retries.failures + 1
+        log.exception("%s: %s failed (attempt %d)", self.id, decision.action, attempt)
+        delay = self.retries.failed()
+        if delay is not None:
+            await asyncio.sleep(delay)
+            return
+        reason = (
+            Reason.SNAPSHOT_RESTORE_FAILED
+            if decision.action in (Action.OPEN, Action.LOAD)
+            else Reason.ENGINE_ERROR
+        )
+        await self._fail(obs, reason, f"{decision.action} failed: {err}")
+
+    async def _fail(self, obs: Observation, reason: str, message: str) -> None:
+        self.retries.succeeded()
+        await self.runtime.release(self.id)
+        await self.writer.write(lifecycle.failed(obs, reason, message))
+        self.emit(events.failed(reason, message))
+
+    # -- actions (one per lifecycle.Action) -------------------------------------------
+
+    def _new_id(self) -> str:
+        return f"{self.clock():%Y%m%dt%H%M%S}-{uuid.uuid4().hex[:6]}"
+
+    def _with_stats(self, status: MLJobStatus, stats: EngineStats | None = None) -> MLJobStatus:
+        return with_stats(status, stats or self.runtime.stats(self.id))
+
+    async def _initialize_closed(self, obs: Observation, _: Decision) -> None:
+        await self.writer.write(lifecycle.initialize_closed(obs))
+
+    async def _begin_open(self, obs: Observation, _: Decision) -> None:
+        await self.writer.write(lifecycle.begin_open(obs))
+        self.emit(events.opening())
+
+    async def _open(self, obs: Observation, _: Decision) -> None:
+        restored = await self.runtime.load(self.id, obs.spec, accepting=True)
+        self.faults.checkpoint("after:open")
+        await self.writer.write(self._with_stats(lifecycle.opened(self._now(obs), restored)))
+        self.emit(events.opened(restored))
+
+    async def _load(self, obs: Observation, _: Decision) -> None:
+        await self.runtime.load(self.id, obs.spec, accepting=True)
+
+    async def _begin_close(self, obs: Observation, _: Decision) -> None:
+        trigger = lifecycle.close_trigger(obs)
+        close_id = self._new_id()
+        await self.runtime.load(self.id, obs.spec, accepting=False)
+        self.faults.checkpoint("before:beginClose")
+        await self.runtime.stop_intake(self.id, close_id)
+        self.faults.checkpoint("after:beginClose")
+        await self.writer.write(lifecycle.begin_close(self._now(obs), close_id, trigger))
+        self.faults.checkpoint("recorded:beginClose")
+        if trigger == "datafeed":
+            self.emit(events.datafeed_ended(obs.spec))
+        self.emit(events.closing(close_id))
+
+    async def _run_step(self, obs: Observation, decision: Decision) -> None:
+        step = decision.step
+        close = obs.status.last_close
+        assert step is not None
+        assert close is not None
+        assert close.close_id is not None
+        if not self.runtime.is_loaded(self.id):
+            await self.runtime.load(self.id, obs.spec, accepting=False)
+            await self.runtime.stop_intake(self.id, close.close_id)
+        self.faults.checkpoint(f"before:{step.value}")
+        self.faults.maybe_fail(step.value)
+        task = asyncio.ensure_future(self._engine_step(close.close_id, step))
+        if not await self._await_step(obs, task, decision.close_deadline):
+            return
+        results = await task
+        self.faults.checkpoint(f"after:{step.value}")
+        status = lifecycle.step_done(self._now(obs), step, results)
+        await self.writer.write(self._with_stats(status))
+        self.faults.checkpoint(f"recorded:{step.value}")
+
+    async def _engine_step(self, close_id: str, step: CloseStep) -> dict[str, Any]:
+        if self.settings.step_delay_s:
+            await asyncio.sleep(self.settings.step_delay_s)
+        return await self.runtime.run_step(self.id, close_id, step)
+
+    async def _await_step(
+        self, obs: Observation, task: asyncio.Future[dict[str, Any]], deadline: datetime | None
+    ) -> bool:
+        """Wait for a running step, reporting the timeout when it passes; False when a
+        new force-close value arrived meanwhile and the job was force-closed instead
+        (the step is abandoned to finish on its own)."""
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=self.force_poll_s)
+            if done:
+                return True
+            if deadline is not None and self.clock() >= deadline:
+                await self._time_out(self._now(obs), Decision(Action.TIME_OUT))
+                deadline = None
+            live = self.observe(self._body(), obs.deleting)
+            if lifecycle.pending_force(live) is not None:
+                stats = self.runtime.stats(self.id)
+                await self.runtime.abandon(self.id, task)
+                await self._write_force_closed(live, stats)
+                return False
+
+    async def _time_out(self, obs: Observation, _: Decision) -> None:
+        status = lifecycle.timed_out(obs)
+        await self.writer.write(status)
+        assert status.last_close is not None
+        self.emit(events.timed_out(lifecycle.timeout_message(status.last_close)))
+
+    async def _finish_close(self, obs: Observation, _: Decision) -> None:
+        stats = self.runtime.stats(self.id)
+        await self.runtime.release(self.id)
+        status = self._with_stats(lifecycle.finish_close(obs), stats)
+        await self.writer.write(status)
+        assert status.last_close is not None
+        self.emit(events.closed(status.last_close))
+
+    async def _force_close(self, obs: Observation, _: Decision) -> None:
+        stats = self.runtime.stats(self.id)
+        await self.runtime.force_close(self.id)
+        await self._write_force_closed(obs, stats)
+
+    async def _write_force_closed(self, obs: Observation, stats: EngineStats | None) -> None:
+        trigger = lifecycle.close_trigger(obs)
+        status = self._with_stats(lifecycle.force_closed(obs, self._new_id(), trigger), stats)
+        await self.writer.write(status)
+        self.emit(events.force_closed(status.last_handled_force_close))
+
+    async def _refuse_close(self, obs: Observation, _: Decision) -> None:
+        status = lifecycle.refuse_close(obs)
+        await self.writer.write(status)
+        self.emit(events.close_refused(status))
 
 
 def _first_error(err: ValidationError) -> str:
     first = err.errors()[0]
     where = ".".join(str(p) for p in first.get("loc", ()))
     return f"spec.{where}: {first.get('msg', 'invalid')}"
-
-
-def _feed_ended_message(obs: Observation) -> str:
-    df = obs.spec.datafeed
-    end = df.end.isoformat() if df is not None and df.end is not None else "its end"
-    return f"The datafeed reached {end}; closing the job."
-
-
-def _closed_message(status: MLJobStatus) -> str:
-    cond = status.condition(ConditionType.CLOSED)
-    return cond.message if cond else "Close refused."

@@ -16,7 +16,8 @@ import kopf
 from aiohttp import web
 
 from mljob_operator.api import FINALIZER, GROUP, PLURAL, VERSION
-from mljob_operator.controller import EventSink, JobController, job_id
+from mljob_operator.controller import JobController, job_id
+from mljob_operator.events import MAX_MESSAGE, Event, EventSink
 from mljob_operator.http.auth import Authorizer
 from mljob_operator.http.desired import StateRequests
 from mljob_operator.http.server import DataApi, start_server
@@ -81,8 +82,8 @@ class Registry:
 
 
 def _emitter(body: kopf.Body) -> EventSink:
-    def emit(type_: str, reason: str, message: str) -> None:
-        kopf.event(body, type=type_, reason=reason, message=message[:1024])
+    def emit(event: Event) -> None:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message[:MAX_MESSAGE])
 
     return emit
 

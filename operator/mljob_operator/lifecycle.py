@@ -321,3 +321,24 @@ def failed(obs: Observation, reason: str, message: str) -> MLJobStatus:
 
 def refuse_close(obs: Observation) -> MLJobStatus:
     return close_refused(obs.status, obs.now, obs.generation)
+
+
+def invalid_spec(
+    status: MLJobStatus, now: datetime, generation: int | None, message: str
+) -> MLJobStatus | None:
+    """A spec the CRD admits but the models reject: the job fails with InvalidSpec (no
+    crash loop); None when its status says so already."""
+    failed_cond = status.condition(ConditionType.FAILED)
+    if (
+        status.state == JobState.FAILED
+        and failed_cond is not None
+        and failed_cond.reason == Reason.INVALID_SPEC
+    ):
+        return None
+    return with_state_conditions(
+        status.model_copy(update={"state": JobState.FAILED, "closed": False}),
+        DesiredState.OPENED,
+        now,
+        generation,
+        Verdict(TRUE, Reason.INVALID_SPEC, message),
+    )

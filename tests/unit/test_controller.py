@@ -1,0 +1,358 @@
+"""The controller without a cluster: a real engine on a temporary SQLite store, a fake clock,
+and an in-memory stand-in for the one apiserver call it makes (replace status).
+
+Each test drives `step()` the way the daemon loop does and reads what was written and which
+events were posted: open, close with every step, force-close, a step stuck past the
+close timeout and then forced, engine failures retried then failed, specs the models
+reject, deletion of a failed job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from mljob_operator.api import FORCE_CLOSE_ANNOTATION, CloseStep, MLJobStatus, Reason
+from mljob_operator.controller import JobController
+from mljob_operator.events import Event
+from mljob_operator.retries import EngineRetries
+from mljob_operator.runtime import JobRuntime
+from mljob_operator.settings import OperatorSettings
+from mljob_operator.store import open_store
+
+T0 = datetime(2026, 12, 1, tzinfo=UTC)
+SPEC: dict[str, Any] = {
+    "analysisConfig": {"bucketSpan": "1m", "detectors": [{"function": "count"}]},
+    "closeTimeout": "1m",
+}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+class Apiserver:
+    """Holds the object; `replace_status` is what the controller calls, as on a cluster."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.body: dict[str, Any] = {
+            "metadata": {"name": "j", "namespace": "ns", "generation": 1, "annotations": {}},
+            "spec": copy.deepcopy(spec),
+        }
+        self.writes: list[dict[str, Any]] = []
+
+    async def replace_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        assert (namespace, name) == ("ns", "j")
+        self.writes.append(status)
+        self.body["status"] = status
+
+    def edit_spec(self, **changes: Any) -> None:
+        self.body["spec"].update(changes)
+        self.body["metadata"]["generation"] += 1
+
+    def annotate_force(self, value: str) -> None:
+        self.body["metadata"]["annotations"][FORCE_CLOSE_ANNOTATION] = value
+
+    @property
+    def status(self) -> MLJobStatus:
+        return MLJobStatus.model_validate(self.body.get("status") or {})
+
+
+class Harness:
+    def __init__(
+        self,
+        tmp_path: Path,
+        spec: dict[str, Any] = SPEC,
+        runtime: JobRuntime | None = None,
+        fail_at: str | None = None,
+    ) -> None:
+        self.clock = Clock()
+        self.api = Apiserver(spec)
+        self.runtime = runtime or JobRuntime(open_store(tmp_path))
+        settings = OperatorSettings(
+            data_dir=tmp_path,
+            http_host="127.0.0.1",
+            http_port=0,
+            status_interval_s=0.0,
+            fault_kill_at=None,
+            fault_fail_at=fail_at,
+            step_delay_s=0.0,
+        )
+        self.events: list[Event] = []
+        self.controller = JobController(
+            "ns",
+            "j",
+            self.runtime,
+            self.api,
+            settings,
+            clock=self.clock,
+            retries=EngineRetries((0.0, 0.0, 0.0)),
+            poll_s=(0.01, 0.01),
+        )
+        self.controller.emit = self.events.append
+
+    def body(self) -> dict[str, Any]:
+        return self.api.body
+
+    async def settle(self, limit: int = 30) -> int:
+        """Step until the lifecycle has nothing to do; the number of actions taken."""
+        for taken in range(limit):
+            if not await self.controller.step(self.body):
+                return taken
+        raise AssertionError(f"still acting after {limit} steps")
+
+    def reasons(self) -> list[str]:
+        return [e.reason for e in self.events]
+
+    def condition(self, type_: str) -> tuple[str, str]:
+        cond = self.api.status.condition(type_)
+        assert cond is not None
+        return cond.status.value, cond.reason
+
+
+def run(test: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    asyncio.run(asyncio.wait_for(test(), timeout=30))
+
+
+def data(minutes: int) -> bytes:
+    start = int(T0.timestamp())
+    return b"\n".join(orjson.dumps({"time": start + 30 * i}) for i in range(2 * minutes))
+
+
+async def until(predicate: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+def test_open_then_close_runs_every_step_and_says_so(tmp_path: Path) -> None:
+    async def test() -> None:
+        h = Harness(tmp_path)
+        assert await h.settle() == 2, "beginOpen, open"
+        assert h.api.status.state == "opened"
+        assert h.condition("Ready") == ("True", Reason.OPENED)
+        assert h.reasons() == [Reason.OPENING, Reason.OPENED]
+        counts = await h.runtime.post_data("ns/j", data(30))
+        assert counts["processedRecordCount"] == 60
+
+        h.clock.advance(seconds=5)
+        h.api.edit_spec(state="closed")
+        writes_before = len(h.api.writes)
+        assert await h.settle() == 6, "beginClose, four steps, finishClose"
+        status = h.api.status
+        assert status.state == "closed"
+        assert status.closed is True
+        close = status.last_close
+        assert close is not None
+        assert list(close.steps) == [s.value for s in CloseStep]
+        assert close.trigger == "spec"
+        assert close.started_at == T0 + timedelta(seconds=5)
+        assert close.duration_seconds == 0.0, "the fake clock did not move during the close"
+        assert close.records_flushed is not None
+        assert close.snapshot_id is not None
+        assert status.model_snapshot_id == close.snapshot_id
+        assert status.data_counts.processed_record_count == 60
+        assert len(h.api.writes) - writes_before == 6
+        assert h.condition("Closed") == ("True", Reason.CLOSED)
+        assert h.reasons()[-2:] == [Reason.CLOSING, Reason.CLOSED]
+        assert close.snapshot_id in h.events[-1].message
+        assert not h.runtime.is_loaded("ns/j"), "a closed job keeps no model in memory"
+
+        h.api.edit_spec(state="opened")
+        assert await h.settle() == 2
+        assert h.api.status.last_open is not None
+        assert h.api.status.last_open.restored_snapshot_id == close.snapshot_id
+        assert close.snapshot_id in h.events[-1].message
+
+    run(test)
+
+
+def test_force_close_of_an_open_job_skips_housekeeping(tmp_path: Path) -> None:
+    async def test() -> None:
+        h = Harness(tmp_path)
+        await h.settle()
+        await h.runtime.post_data("ns/j", data(5))
+        h.api.annotate_force("v1")
+        h.api.edit_spec(state="closed")
+        assert await h.settle() == 1
+        status = h.api.status
+        assert status.state == "closed"
+        assert status.last_close is not None
+        assert status.last_close.forced is True
+        assert status.last_close.steps == {}
+        assert status.last_handled_force_close == "v1"
+        assert status.model_snapshot_id is None
+        assert h.condition("Closed") == ("True", Reason.FORCE_CLOSED)
+        assert h.events[-1].type == "Warning"
+        assert "v1" in h.events[-1].message
+
+        h.api.edit_spec(state="opened")
+        await h.settle()
+        h.api.edit_spec(state="closed")
+        await h.settle()
+        assert h.api.status.last_close is not None
+        assert h.api.status.last_close.forced is False, "a handled value does not force again"
+
+    run(test)
+
+
+class StuckFlush(JobRuntime):
+    """A runtime whose flush step blocks until released, like an engine call that hangs."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        super().__init__(open_store(tmp_path))
+        self.started = asyncio.Event()
+        self.release_step = asyncio.Event()
+
+    async def run_step(self, job_id: str, close_id: str, step: CloseStep) -> dict[str, Any]:
+        if step == CloseStep.FLUSH:
+            self.started.set()
+            await self.release_step.wait()
+        return await super().run_step(job_id, close_id, step)
+
+
+def test_a_stuck_step_times_out_then_a_new_force_value_closes_at_once(tmp_path: Path) -> None:
+    async def test() -> None:
+        runtime = StuckFlush(tmp_path)
+        h = Harness(tmp_path, runtime=runtime)
+        await h.settle()
+        await h.runtime.post_data("ns/j", data(5))
+        h.api.edit_spec(state="closed")
+        stepping = asyncio.create_task(h.settle())
+        await asyncio.wait_for(runtime.started.wait(), 5)
+        assert h.api.status.state == "closing"
+
+        h.clock.advance(minutes=2)
+        await until(lambda: Reason.TIMED_OUT in h.reasons(), "the timeout to be reported")
+        close = h.api.status.last_close
+        assert close is not None
+        assert close.timed_out is True
+        assert h.condition("Closing") == ("True", Reason.TIMED_OUT)
+        assert FORCE_CLOSE_ANNOTATION in h.events[-1].message
+        assert not stepping.done(), "housekeeping goes on after the timeout"
+
+        h.api.annotate_force("now")
+        await asyncio.wait_for(stepping, 5)
+        status = h.api.status
+        assert status.state == "closed"
+        assert status.last_close is not None
+        assert status.last_close.forced is True
+        assert status.last_close.close_id == close.close_id, "the close in progress was forced"
+        assert status.last_handled_force_close == "now"
+
+        h.api.edit_spec(state="opened")
+        reopening = asyncio.create_task(h.settle())
+        await asyncio.sleep(0.05)
+        assert not reopening.done(), "a reopen waits for the abandoned step"
+        runtime.release_step.set()
+        await asyncio.wait_for(reopening, 5)
+        assert h.api.status.state == "opened"
+
+    run(test)
+
+
+def test_engine_failures_are_retried_then_fail_the_job_and_close_needs_force(
+    tmp_path: Path,
+) -> None:
+    async def test() -> None:
+        h = Harness(tmp_path, fail_at="flush")
+        await h.settle()
+        h.api.edit_spec(state="closed")
+        taken = await h.settle()
+        assert taken == 1 + 3 + 1 + 1, (
+            "beginClose, three failures retried, the fourth fails, refuse"
+        )
+        status = h.api.status
+        assert status.state == "failed"
+        assert h.condition("Failed") == ("True", Reason.ENGINE_ERROR)
+        assert h.condition("Closed") == ("False", Reason.CLOSE_REFUSED)
+        failed = status.condition("Failed")
+        assert failed is not None
+        assert "injected failure in flush" in failed.message
+        assert h.reasons()[-2:] == [Reason.ENGINE_ERROR, Reason.CLOSE_REFUSED]
+        assert await h.settle() == 0, "refused once per generation"
+
+        h.api.annotate_force("f1")
+        assert await h.settle() == 1
+        assert h.api.status.state == "closed"
+        assert h.api.status.last_close is not None
+        assert h.api.status.last_close.forced is True
+
+    run(test)
+
+
+def test_a_spec_the_models_reject_fails_once_and_a_fixed_spec_opens(tmp_path: Path) -> None:
+    async def test() -> None:
+        bad = {**SPEC, "analysisConfig": {"detectors": [{"function": "nonsense"}]}}
+        h = Harness(tmp_path, spec=bad)
+        assert await h.settle() == 1
+        assert h.api.status.state == "failed"
+        assert h.condition("Ready") == ("False", Reason.INVALID_SPEC)
+        failed = h.api.status.condition("Failed")
+        assert failed is not None
+        assert failed.message.startswith("Invalid spec: spec.analysisConfig.detectors.0.function")
+        assert await h.settle() == 0, "no status write loop"
+        assert len(h.api.writes) == 1
+
+        h.api.edit_spec(analysisConfig=SPEC["analysisConfig"])
+        assert await h.settle() == 2
+        assert h.api.status.state == "opened"
+        assert h.condition("Failed") == ("False", Reason.NOT_FAILED)
+
+    run(test)
+
+
+def test_a_spec_the_engine_rejects_fails_with_invalid_spec(tmp_path: Path) -> None:
+    async def test() -> None:
+        h = Harness(tmp_path, spec={**SPEC, "analysisLimits": {"modelMemoryLimit": "0mb"}})
+        await h.settle()
+        assert h.api.status.state == "failed"
+        assert h.condition("Failed") == ("True", Reason.INVALID_SPEC)
+        assert not h.runtime.is_loaded("ns/j")
+
+    run(test)
+
+
+def test_upkeep_writes_the_counts_of_an_idle_job_only_when_they_change(tmp_path: Path) -> None:
+    async def test() -> None:
+        h = Harness(tmp_path)
+        await h.settle()
+        await h.runtime.post_data("ns/j", data(10))
+        await h.controller.upkeep(h.body())
+        assert h.api.status.data_counts.processed_record_count == 20
+        writes = len(h.api.writes)
+        await h.controller.upkeep(h.body())
+        assert len(h.api.writes) == writes
+
+    run(test)
+
+
+def test_deleting_a_failed_job_force_closes_it(tmp_path: Path) -> None:
+    async def test() -> None:
+        h = Harness(tmp_path, fail_at="flush")
+        await h.settle()
+        h.api.edit_spec(state="closed")
+        await h.settle()
+        assert h.api.status.state == "failed"
+        await h.controller.close_for_deletion(h.body, h.events.append)
+        assert h.api.status.state == "closed"
+        assert h.api.status.last_close is not None
+        assert h.api.status.last_close.trigger == "deletion"
+        assert h.api.status.last_close.forced is True
+
+    run(test)
