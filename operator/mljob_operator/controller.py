@@ -4,7 +4,7 @@
 (`_ACTIONS`), and writes the next status through `JobStatusWriter`, which holds the
 status last written as the truth. Engine failures are retried with backoff a bounded
 number of times (`EngineRetries`), then the job fails. A datafeed runs beside this loop
-as its own task (`JobFeed`), started and stopped as the lifecycle says; its progress is
+as its own task (`DatafeedSupervisor`), started and stopped as the lifecycle says; its progress is
 part of what the loop observes and writes. Event texts live in `events`.
 """
 
@@ -29,9 +29,9 @@ from mljob_operator.api import (
     MLJobStatus,
     Reason,
 )
+from mljob_operator.datafeed_supervisor import DatafeedSupervisor
 from mljob_operator.events import Event, EventSink
 from mljob_operator.faults import FaultInjector
-from mljob_operator.feeds import JobFeed
 from mljob_operator.job_status import EngineStats, JobStatusWriter, StatusClient, with_stats
 from mljob_operator.kube import JobGone, KubeError
 from mljob_operator.lifecycle import Action, Decision, Observation
@@ -93,7 +93,7 @@ class JobController:
         self.lock = asyncio.Lock()
         self.emit: EventSink = _ignore
         self._body: BodyView = lambda: {}
-        self.feed = JobFeed(
+        self.datafeed = DatafeedSupervisor(
             self.id,
             runtime,
             self.faults,
@@ -140,7 +140,7 @@ class JobController:
 
     def _with_feed(self, status: MLJobStatus, spec: MLJobSpec) -> MLJobStatus:
         """The status last written, with the datafeed's progress since."""
-        return lifecycle.with_datafeed(status, spec, self.feed.status(status.datafeed))
+        return lifecycle.with_datafeed(status, spec, self.datafeed.status(status.datafeed))
 
     def _now(self, obs: Observation) -> Observation:
         """`obs` at the current time, with the status as last written."""
@@ -176,7 +176,7 @@ class JobController:
                 if not acted:
                     await self._idle(body, stopped)
         finally:
-            await self.feed.stop()
+            await self.datafeed.stop()
 
     async def close_for_deletion(self, body: BodyView, emit: EventSink) -> None:
         """Close the job (honouring force) before its data is removed; a failed job
@@ -187,14 +187,14 @@ class JobController:
                 obs = self.observe(body(), deleting=True)
             except ValidationError:
                 async with self.lock:
-                    await self.feed.stop()
+                    await self.datafeed.stop()
                     await self.runtime.force_close(self.id)
                 return
             if obs.status.state in (JobState.CLOSED, None):
                 return
             if obs.status.state == JobState.FAILED:
                 async with self.lock:
-                    await self.feed.stop()
+                    await self.datafeed.stop()
                     await self.runtime.force_close(self.id)
                     await self.writer.write(lifecycle.force_closed(obs, self._new_id(), "deletion"))
                 return
@@ -226,9 +226,9 @@ class JobController:
             try:
                 obs = self.observe(body(), deleting)
             except ValidationError as err:
-                await self.feed.stop()
+                await self.datafeed.stop()
                 return await self._unparseable(body(), err)
-            await self.feed.sync(obs.spec, lifecycle.datafeed_runs(obs), obs.status.datafeed)
+            await self.datafeed.sync(obs.spec, lifecycle.datafeed_runs(obs), obs.status.datafeed)
             obs = self.observe(body(), deleting)
             decision = lifecycle.decide(obs)
             if decision.action == Action.NOTHING:

@@ -25,7 +25,7 @@ from mljob_operator.engine.persistence import (
     Store,
     WriteBatch,
 )
-from mljob_operator.engine.results import BucketResult, ModelSnapshot, RecordResult
+from mljob_operator.engine.results import BucketResult, ModelSnapshot, PruneResult, RecordResult
 
 T = TypeVar("T")
 
@@ -65,6 +65,20 @@ def engine_config(spec: MLJobSpec) -> JobConfig:
         )
     except (ConfigError, ValueError) as err:
         raise InvalidSpecError(str(err)) from err
+
+
+def _pruned(result: PruneResult) -> dict[str, Any]:
+    return {"snapshots_pruned": result.snapshots_deleted, "results_pruned": result.results_deleted}
+
+
+STEP_CALLS: dict[CloseStep, tuple[Callable[[Job, str], Any], Callable[[Any], dict[str, Any]]]] = {
+    CloseStep.FLUSH: (Job.flush_buffers, lambda n: {"records_flushed": n}),
+    CloseStep.FINALIZE_RESULTS: (Job.finalize_results, lambda n: {"buckets_finalized": n}),
+    CloseStep.PERSIST_SNAPSHOT: (Job.persist_snapshot, lambda s: {"snapshot_id": s.snapshot_id}),
+    CloseStep.PRUNE_HISTORY: (Job.prune_history, _pruned),
+}
+"""Each housekeeping step (the API's name) → the engine call that does it, and how its
+result fills `status.lastClose`."""
 
 
 @dataclass
@@ -144,22 +158,8 @@ class JobRuntime:
     async def run_step(self, job_id: str, close_id: str, step: CloseStep) -> dict[str, Any]:
         """One housekeeping step; returns the CloseRecord fields it fills in."""
         job = self._job(job_id)
-        if step == CloseStep.FLUSH:
-            flushed = await self._run(job_id, lambda: job.flush_buffers(close_id))
-            return {"records_flushed": flushed}
-        if step == CloseStep.FINALIZE_RESULTS:
-            finalized = await self._run(job_id, lambda: job.finalize_results(close_id))
-            return {"buckets_finalized": finalized}
-        if step == CloseStep.PERSIST_SNAPSHOT:
-            snapshot = await self._run(job_id, lambda: job.persist_snapshot(close_id))
-            return {"snapshot_id": snapshot.snapshot_id}
-        if step == CloseStep.PRUNE_HISTORY:
-            pruned = await self._run(job_id, lambda: job.prune_history(close_id))
-            return {
-                "snapshots_pruned": pruned.snapshots_deleted,
-                "results_pruned": pruned.results_deleted,
-            }
-        return {}
+        run, record = STEP_CALLS[step]
+        return record(await self._run(job_id, lambda: run(job, close_id)))
 
     async def release(self, job_id: str) -> None:
         slot = self._slots.pop(job_id, None)

@@ -13,7 +13,7 @@ import orjson
 from aiohttp import web
 
 from mljob_operator.datafeed import FeedConfig, HttpQuery
-from mljob_operator.datafeed.runner import Feed, Progress
+from mljob_operator.datafeed.runner import FeedRunner, Progress
 
 T0 = 1_700_000_000_000
 END = T0 + 600_000
@@ -87,7 +87,7 @@ async def run_feed(
         if not progress.running:
             done.set()
 
-    feed = Feed(
+    feed = FeedRunner(
         "ns/job",
         config(url),
         progress,

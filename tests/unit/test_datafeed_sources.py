@@ -11,8 +11,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from mljob_operator.datafeed import Window
-from mljob_operator.datafeed.http import with_window, within
-from mljob_operator.datafeed.prometheus import eval_range, matrix_records
+from mljob_operator.datafeed.http_source import with_window, within
+from mljob_operator.datafeed.prometheus_source import eval_range, matrix_records
 from mljob_operator.datafeed.sources import FeedError, format_time, request
 
 T = 1_700_000_000

@@ -1,12 +1,13 @@
 """Datafeeds: the operator pulls a job's data from Prometheus or an HTTP endpoint.
 
-`puller` plans the intervals to pull (pure), `prometheus` and `http` fetch one interval
-and turn it into the NDJSON the engine takes, and `runner` is the loop that drives them.
+`planner` plans the intervals to pull (pure), `prometheus_source` and `http_source` fetch
+one interval and turn it into the NDJSON the engine takes, and `runner` is the loop that
+drives them.
 Nothing here knows Kubernetes or the API models: the controller builds a `FeedConfig`
 from the spec and gives the runner callables that post to the engine.
 """
 
-from mljob_operator.datafeed.puller import (
+from mljob_operator.datafeed.planner import (
     FeedConfig,
     HttpQuery,
     Plan,

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from mljob_operator.datafeed import http, prometheus
-from mljob_operator.datafeed.puller import (
+from mljob_operator.datafeed import http_source, prometheus_source
+from mljob_operator.datafeed.planner import (
     FeedConfig,
     HttpQuery,
     Window,
@@ -46,7 +46,7 @@ class Progress:
     """Records posted by this process (a figure for logs and tests, not persisted)."""
 
 
-class Feed:
+class FeedRunner:
     def __init__(
         self,
         name: str,
@@ -143,9 +143,9 @@ class Feed:
         cfg, source = self.config, self.config.source
         args = (window, cfg.time_field, cfg.time_format, self._max_bytes)
         if isinstance(source, HttpQuery):
-            body, count = await http.fetch(session, source, *args)
+            body, count = await http_source.fetch(session, source, *args)
         else:
-            body, count = await prometheus.fetch(session, source, *args)
+            body, count = await prometheus_source.fetch(session, source, *args)
         if count:
             await self._shielded(self._post(body))
         await self._shielded(self._advance(window.end_ms))

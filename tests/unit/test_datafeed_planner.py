@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 
 from mljob_operator.datafeed import FeedConfig, HttpQuery, Plan, Window, plan, resume_point
-from mljob_operator.datafeed.puller import retry_delay_s
+from mljob_operator.datafeed.planner import retry_delay_s
 
 MIN = 60_000
 T0 = 1_700_000_000_000 // (5 * MIN) * (5 * MIN)

@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from mljob_operator.datafeed.puller import PrometheusQuery, Window
+from mljob_operator.datafeed.planner import PrometheusQuery, Window
 from mljob_operator.datafeed.sources import FeedError, format_time, ndjson, request, snippet
 
 

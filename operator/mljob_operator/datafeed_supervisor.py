@@ -1,4 +1,5 @@
-"""A job's datafeed as the controller sees it: started, restarted and stopped as the
+"""A job's datafeed supervised beside its controller: the spec turned into a runner config,
+started, restarted and stopped as the
 lifecycle says, its progress folded into status.
 
 The controller calls `sync()` on every turn of its loop with whether the feed should run
@@ -24,7 +25,7 @@ from mljob_operator.api import (
     parse_duration,
 )
 from mljob_operator.datafeed import FeedConfig, FeedError, HttpQuery, PrometheusQuery
-from mljob_operator.datafeed.runner import Feed, JobStopped, Progress
+from mljob_operator.datafeed.runner import FeedRunner, JobStopped, Progress
 from mljob_operator.engine.errors import JobClosedError
 from mljob_operator.faults import FaultInjector
 from mljob_operator.runtime import JobNotOpenError, JobRuntime
@@ -84,7 +85,7 @@ def _from_ms(ms: int | None) -> datetime | None:
     return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
 
 
-class JobFeed:
+class DatafeedSupervisor:
     def __init__(
         self,
         job_id: str,
@@ -94,11 +95,13 @@ class JobFeed:
         on_change: Callable[[], None],
         on_error: Callable[[str], None],
         max_bytes: int,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.job_id, self.runtime, self.faults, self.clock = job_id, runtime, faults, clock
         self._on_change, self._on_error, self._max_bytes = on_change, on_error, max_bytes
+        self._monotonic = monotonic
         self.progress: Progress | None = None
-        self._feed: Feed | None = None
+        self._feed: FeedRunner | None = None
         self._posts = 0
         self._last_error_event: tuple[str, float] | None = None
 
@@ -137,7 +140,7 @@ class JobFeed:
                 searched_until=recorded.searched_until if recorded else None,
                 last_pull_ms=_ms(recorded.last_pull_time) if recorded else None,
             )
-        self._feed = Feed(
+        self._feed = FeedRunner(
             self.job_id,
             config,
             self.progress,
@@ -176,7 +179,7 @@ class JobFeed:
             raise FeedError(f"the job could not advance to {end_ms}: {err}") from err
 
     def _error(self, message: str) -> None:
-        now = time.monotonic()
+        now = self._monotonic()
         last = self._last_error_event
         if last is None or last[0] != message or now - last[1] >= ERROR_EVENT_REPEAT_S:
             self._last_error_event = (message, now)

@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 import aiohttp
 import numpy as np
 
-from mljob_operator.datafeed.puller import HttpQuery, Window
+from mljob_operator.datafeed.planner import HttpQuery, Window
 from mljob_operator.datafeed.sources import FeedError, ndjson, request, snippet
 from mljob_operator.engine.errors import DataFormatError
 from mljob_operator.engine.ingest import column, parse_records, parse_times

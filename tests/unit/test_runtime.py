@@ -1,0 +1,155 @@
+"""The bridge between the controller and the engine: spec → engine config, one job's calls
+serialised, intake open or closed, close steps mapped to status fields, force-close and
+revert on a real engine over a temporary SQLite store."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from mljob_operator.api import CloseStep, MLJobSpec
+from mljob_operator.engine.job import JobNotClosedError
+from mljob_operator.engine.persistence import ResultsQuery, SnapshotQuery
+from mljob_operator.runtime import InvalidSpecError, JobNotOpenError, JobRuntime, engine_config
+from mljob_operator.store import open_store
+
+T0 = 1_764_547_200  # 2025-12-01T00:00:00Z
+SPEC = MLJobSpec.model_validate(
+    {"analysisConfig": {"bucketSpan": "1m", "detectors": [{"function": "count"}]}}
+)
+
+
+def run(work: Coroutine[Any, Any, None]) -> None:
+    asyncio.run(asyncio.wait_for(work, timeout=30))
+
+
+def data(minutes: int, start: int = T0) -> bytes:
+    return b"\n".join(orjson.dumps({"time": start + 30 * i}) for i in range(2 * minutes))
+
+
+def test_engine_config_from_the_spec() -> None:
+    spec = MLJobSpec.model_validate(
+        {
+            "analysisConfig": {
+                "bucketSpan": "90s",
+                "latency": "1m",
+                "detectors": [{"function": "mean", "fieldName": "v", "byFieldName": "host"}],
+                "influencers": ["host"],
+            },
+            "dataDescription": {"timeField": "@t", "timeFormat": "epoch_ms"},
+            "analysisLimits": {"modelMemoryLimit": "64mb"},
+            "modelSnapshotRetentionDays": 3,
+            "dailyModelSnapshotRetentionAfterDays": 7,
+        }
+    )
+    config = engine_config(spec)
+    assert (config.bucket_span_s, config.latency_s) == (90, 60)
+    assert config.detectors[0].function == "mean"
+    assert config.detectors[0].by_field_name == "host"
+    assert (config.time_field, config.time_format) == ("@t", "epoch_ms")
+    assert config.model_memory_limit_bytes == 64 * 1024 * 1024
+    assert config.daily_model_snapshot_retention_after_days == 3, "capped as documented"
+
+
+def test_a_spec_the_engine_rejects_is_an_invalid_spec_error() -> None:
+    spec = MLJobSpec.model_validate(
+        {**SPEC.model_dump(by_alias=True), "analysisLimits": {"modelMemoryLimit": "0mb"}}
+    )
+    with pytest.raises(InvalidSpecError, match="memory limit"):
+        engine_config(spec)
+
+
+def test_data_flows_only_while_intake_is_open_and_steps_fill_the_close_record(
+    tmp_path: Path,
+) -> None:
+    async def test() -> None:
+        runtime = JobRuntime(open_store(tmp_path))
+        with pytest.raises(JobNotOpenError):
+            await runtime.post_data("ns/j", data(1))
+        assert await runtime.load("ns/j", SPEC, accepting=True) is None, "a new model"
+        counts = await runtime.post_data("ns/j", data(10))
+        assert counts["processedRecordCount"] == 20
+        assert runtime.analysed_until("ns/j") == (T0 + 30 * 19) * 1000 + 1
+        await runtime.flush("ns/j", True, None, None)
+
+        await runtime.stop_intake("ns/j", "c1")
+        assert not runtime.is_accepting("ns/j")
+        with pytest.raises(JobNotOpenError):
+            await runtime.post_data("ns/j", data(1, T0 + 600))
+        fields = {}
+        for step in CloseStep:
+            fields.update(await runtime.run_step("ns/j", "c1", step))
+        assert set(fields) == {
+            "records_flushed",
+            "buckets_finalized",
+            "snapshot_id",
+            "snapshots_pruned",
+            "results_pruned",
+        }
+        assert fields["buckets_finalized"] >= 1
+        assert fields["snapshots_pruned"] == 0
+        again = await runtime.run_step("ns/j", "c1", CloseStep.PERSIST_SNAPSHOT)
+        assert again == {"snapshot_id": fields["snapshot_id"]}, "a step is done once per close"
+
+        counts_api, sizes_api = runtime.stats("ns/j") or ({}, {})
+        assert counts_api["processedRecordCount"] == 20
+        assert sizes_api["modelBytes"] > 0
+        await runtime.release("ns/j")
+        assert runtime.stats("ns/j") is None
+        assert runtime.known("ns/j")
+        total, buckets = await runtime.buckets("ns/j", ResultsQuery(size=100))
+        assert total == len(buckets) >= 9
+        total, snaps = await runtime.snapshots("ns/j", SnapshotQuery())
+        assert [s.snapshot_id for s in snaps] == [fields["snapshot_id"]]
+
+        assert await runtime.load("ns/j", SPEC, accepting=True) == fields["snapshot_id"]
+        runtime.close()
+
+    run(test())
+
+
+def test_force_close_is_durable_and_revert_needs_a_closed_job(tmp_path: Path) -> None:
+    async def test() -> None:
+        runtime = JobRuntime(open_store(tmp_path))
+        await runtime.load("ns/j", SPEC, accepting=True)
+        await runtime.post_data("ns/j", data(5))
+        await runtime.stop_intake("ns/j", "c1")
+        done = [await runtime.run_step("ns/j", "c1", step) for step in CloseStep]
+        first = next(str(fields["snapshot_id"]) for fields in done if "snapshot_id" in fields)
+        await runtime.release("ns/j")
+        await runtime.load("ns/j", SPEC, accepting=True)
+        with pytest.raises(JobNotClosedError):
+            await runtime.revert("ns/j", first, delete_intervening_results=False)
+        await runtime.post_data("ns/j", data(5, T0 + 600))
+        await runtime.force_close("ns/j")
+        assert not runtime.is_loaded("ns/j")
+        row = await runtime.job_row("ns/j")
+        assert row is not None
+        assert row.intake_open is False
+        reverted = await runtime.revert("ns/j", first, delete_intervening_results=True)
+        assert reverted.snapshot_id == first
+        assert runtime.take_reverted("ns/j") == first
+        assert runtime.take_reverted("ns/j") is None
+
+        await runtime.delete_data("ns/j")
+        assert not runtime.known("ns/j")
+        runtime.close()
+
+    run(test())
+
+
+def test_calls_on_one_job_never_interleave(tmp_path: Path) -> None:
+    async def test() -> None:
+        runtime = JobRuntime(open_store(tmp_path))
+        await runtime.load("ns/j", SPEC, accepting=True)
+        bodies = [data(1, T0 + 60 * i) for i in range(20)]
+        results = await asyncio.gather(*(runtime.post_data("ns/j", b) for b in bodies))
+        assert sorted(r["processedRecordCount"] for r in results) == list(range(2, 42, 2))
+        runtime.close()
+
+    run(test())
