@@ -32,8 +32,15 @@ from rich.live import Live
 from rich.table import Table
 
 from mljob_operator.api import GROUP, PLURAL, VERSION, CloseStep, JobState, parse_duration
-from mljob_operator.http.params import ALL, BadRequest, NoMatch, select_names
-from mljob_operator.state_change import Progress, StateChange, generation_of
+from mljob_operator.state_change import (
+    ALL,
+    InvalidSelection,
+    NoMatch,
+    Progress,
+    StateChange,
+    generation_of,
+    select_names,
+)
 
 POLL_S = 0.5
 STEPS = [s.value for s in CloseStep]
@@ -212,7 +219,7 @@ def _kube(kubeconfig: str | None, context: str | None) -> tuple[Any, str, str | 
 @click.option("--certificate-authority", envvar="MLJOB_CA", help="CA file for the operator's API.")
 @click.option("--insecure-skip-tls-verify", is_flag=True, help="Do not verify the API's cert.")
 @click.pass_context
-def main(
+def main(  # noqa: PLR0917 (click passes one parameter per option)
     ctx: click.Context,
     kubeconfig: str | None,
     context: str | None,
@@ -247,7 +254,7 @@ def _select(
     expression = ",".join(names) if names else ALL
     try:
         return select_names(expression, existing, allow)
-    except (NoMatch, BadRequest) as err:
+    except (NoMatch, InvalidSelection) as err:
         where = f" with labels {selector!r}" if selector else ""
         fail(f"{err} in namespace {c.namespace}{where}")
 
@@ -323,7 +330,7 @@ def _timeout(text: str) -> float:
 @click.option("--allow-no-match/--no-allow-no-match", default=True, show_default=True)
 @click.option("--no-wait", is_flag=True, help="Set spec.state and return.")
 @click.pass_obj
-def close(
+def close(  # noqa: PLR0917 (click passes one parameter per option)
     c: Ctx,
     jobs: tuple[str, ...],
     selector: str | None,
@@ -445,7 +452,7 @@ def _time(ms: Any) -> str:
 @click.option("--size", type=int, default=100)
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
 @click.pass_obj
-def results(
+def results(  # noqa: PLR0913, PLR0917 (click passes one parameter per option)
     c: Ctx,
     job: str,
     records: bool,

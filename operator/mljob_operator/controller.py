@@ -1,7 +1,7 @@
 """One MLJob's reconcile loop: observe → lifecycle.decide → act → write status → repeat.
 
 `lifecycle` decides (pure); this module does what it decided, one method per action
-(`_ACTIONS`), and writes the next status through `JobStatusWriter`, which holds the
+(`self._actions`), and writes the next status through `JobStatusWriter`, which holds the
 status last written as the truth. Engine failures are retried with backoff a bounded
 number of times (`EngineRetries`), then the job fails. A datafeed runs beside this loop
 as its own task (`DatafeedSupervisor`), started and stopped as the lifecycle says; its progress is
@@ -15,6 +15,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,16 +36,24 @@ from mljob_operator.faults import FaultInjector
 from mljob_operator.job_status import EngineStats, JobStatusWriter, StatusClient, with_stats
 from mljob_operator.kube import JobGone, KubeError
 from mljob_operator.lifecycle import Action, Decision, Observation
-from mljob_operator.retries import EngineRetries
+from mljob_operator.retries import DEFAULT_BACKOFF_S, EngineRetries
 from mljob_operator.runtime import InvalidSpecError, JobRuntime
 from mljob_operator.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
 
-IDLE_POLL_S = 0.2
-FORCE_POLL_S = 0.5
-"""How often a running housekeeping step looks for a new force-close value."""
 KUBE_RETRY_S = 5.0
+
+
+@dataclass(frozen=True)
+class Timings:
+    idle_poll_s: float = 0.2
+    """How often an idle job looks at its in-memory body for a change."""
+    force_poll_s: float = 0.5
+    """How often a running housekeeping step looks for a new force-close value."""
+    engine_backoff_s: tuple[float, ...] = DEFAULT_BACKOFF_S
+    """The waits before retrying a failed engine action; then the job fails."""
+
 
 BodyView = Callable[[], Mapping[str, Any]]
 """The live object (kopf keeps it current)."""
@@ -71,10 +80,10 @@ class JobController:
         runtime: JobRuntime,
         kube: StatusClient,
         settings: OperatorSettings,
+        *,
         clock: Callable[[], datetime] = utcnow,
         uid: str | None = None,
-        retries: EngineRetries | None = None,
-        poll_s: tuple[float, float] = (IDLE_POLL_S, FORCE_POLL_S),
+        timings: Timings = Timings(),
     ) -> None:
         self.uid = uid
         self.namespace, self.name = namespace, name
@@ -82,8 +91,8 @@ class JobController:
         self.runtime, self.settings, self.clock = runtime, settings, clock
         self.faults = FaultInjector(settings.fault_kill_at, settings.fault_fail_at)
         self.writer = JobStatusWriter(namespace, name, kube, settings.status_interval_s)
-        self.retries = retries or EngineRetries()
-        self.idle_poll_s, self.force_poll_s = poll_s
+        self.retries = EngineRetries(timings.engine_backoff_s)
+        self.timings = timings
         self.gone = False
         """The object vanished without a deletion the finalizer saw (e.g. finalizer removed
         by hand); the registry then forgets this controller."""
@@ -97,7 +106,7 @@ class JobController:
             self.id,
             runtime,
             self.faults,
-            clock,
+            clock=clock,
             on_change=self.wake.set,
             on_error=lambda message: self.emit(events.datafeed_error(message)),
             max_bytes=settings.max_body_bytes,
@@ -217,7 +226,7 @@ class JobController:
         while not stopped() and asyncio.get_running_loop().time() < deadline:
             if body().get("metadata", {}).get("resourceVersion") != version:
                 return
-            if await self._sleep_or_wake(self.idle_poll_s):
+            if await self._sleep_or_wake(self.timings.idle_poll_s):
                 return
 
     async def step(self, body: BodyView, deleting: bool = False) -> bool:
@@ -369,7 +378,7 @@ class JobController:
         new force-close value arrived meanwhile and the job was force-closed instead
         (the step is abandoned to finish on its own)."""
         while True:
-            done, _ = await asyncio.wait({task}, timeout=self.force_poll_s)
+            done, _ = await asyncio.wait({task}, timeout=self.timings.force_poll_s)
             if done:
                 return True
             if deadline is not None and self.clock() >= deadline:

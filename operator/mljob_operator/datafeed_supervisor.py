@@ -91,6 +91,7 @@ class DatafeedSupervisor:
         job_id: str,
         runtime: JobRuntime,
         faults: FaultInjector,
+        *,
         clock: Callable[[], datetime],
         on_change: Callable[[], None],
         on_error: Callable[[str], None],
@@ -144,9 +145,7 @@ class DatafeedSupervisor:
             self.job_id,
             config,
             self.progress,
-            post=self._post,
-            advance=self._advance,
-            analysed_until_ms=lambda: self.runtime.analysed_until(self.job_id),
+            target=self,
             clock_ms=lambda: _ms(self.clock()) or 0,
             on_change=self._on_change,
             on_error=self._error,
@@ -160,7 +159,7 @@ class DatafeedSupervisor:
         if feed is not None:
             await feed.stop()
 
-    async def _post(self, body: bytes) -> None:
+    async def post(self, body: bytes) -> None:
         try:
             await self.runtime.post_data(self.job_id, body)
         except (JobNotOpenError, JobClosedError):
@@ -170,13 +169,16 @@ class DatafeedSupervisor:
         self._posts += 1
         self.faults.checkpoint(f"after:datafeedPost:{self._posts}")
 
-    async def _advance(self, end_ms: int) -> None:
+    async def advance(self, end_ms: int) -> None:
         try:
             await self.runtime.flush(self.job_id, False, end_ms, None)
         except (JobNotOpenError, JobClosedError):
             raise JobStopped from None
         except Exception as err:
             raise FeedError(f"the job could not advance to {end_ms}: {err}") from err
+
+    def analysed_until_ms(self) -> int | None:
+        return self.runtime.analysed_until(self.job_id)
 
     def _error(self, message: str) -> None:
         now = self._monotonic()

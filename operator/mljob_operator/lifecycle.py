@@ -10,6 +10,7 @@ engine makes each step idempotent (keyed by the close id).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -149,44 +150,66 @@ def spec_fixed(obs: Observation) -> bool:
     )
 
 
+def _decide_new(obs: Observation, want_closed: bool, force: bool) -> Decision:
+    return Decision(Action.INITIALIZE_CLOSED if want_closed else Action.BEGIN_OPEN)
+
+
+def _decide_failed(obs: Observation, want_closed: bool, force: bool) -> Decision:
+    if not want_closed:
+        return Decision(Action.BEGIN_OPEN if spec_fixed(obs) else Action.NOTHING)
+    if force:
+        return Decision(Action.FORCE_CLOSE)
+    refused = obs.status.condition(ConditionType.CLOSED)
+    already_refused = (
+        refused is not None
+        and refused.reason == Reason.CLOSE_REFUSED
+        and (refused.observed_generation or 0) >= (obs.generation or 0)
+    )
+    return Decision(Action.NOTHING if already_refused else Action.REFUSE_CLOSE)
+
+
+def _decide_opening(obs: Observation, want_closed: bool, force: bool) -> Decision:
+    return Decision(Action.FORCE_CLOSE if want_closed and force else Action.OPEN)
+
+
+def _decide_opened(obs: Observation, want_closed: bool, force: bool) -> Decision:
+    if want_closed:
+        return Decision(Action.FORCE_CLOSE if force else Action.BEGIN_CLOSE)
+    return Decision(Action.NOTHING if obs.engine_loaded else Action.LOAD)
+
+
+def _decide_closing(obs: Observation, want_closed: bool, force: bool) -> Decision:
+    if force:
+        return Decision(Action.FORCE_CLOSE)
+    deadline = close_deadline(obs.spec, obs.status.last_close)
+    if deadline is not None and obs.now >= deadline:
+        return Decision(Action.TIME_OUT)
+    step = next_step(obs.status.last_close)
+    if step is None:
+        return Decision(Action.FINISH_CLOSE)
+    return Decision(Action.RUN_STEP, step=step, close_deadline=deadline)
+
+
+def _decide_closed(obs: Observation, want_closed: bool, force: bool) -> Decision:
+    return Decision(Action.NOTHING if want_closed else Action.BEGIN_OPEN)
+
+
+_DECIDE_BY_STATE: dict[JobState | None, Callable[[Observation, bool, bool], Decision]] = {
+    None: _decide_new,
+    JobState.FAILED: _decide_failed,
+    JobState.OPENING: _decide_opening,
+    JobState.OPENED: _decide_opened,
+    JobState.CLOSING: _decide_closing,
+    JobState.CLOSED: _decide_closed,
+}
+
+
 def decide(obs: Observation) -> Decision:
-    status, state = obs.status, obs.status.state
+    """The next action for the job's current state, what it should be, and a pending
+    force-close value."""
     want_closed = desired_state(obs) == DesiredState.CLOSED
     force = pending_force(obs) is not None
-    if state is None:
-        return Decision(Action.INITIALIZE_CLOSED if want_closed else Action.BEGIN_OPEN)
-    if state == JobState.FAILED:
-        if not want_closed:
-            return Decision(Action.BEGIN_OPEN if spec_fixed(obs) else Action.NOTHING)
-        if force:
-            return Decision(Action.FORCE_CLOSE)
-        refused = status.condition(ConditionType.CLOSED)
-        if (
-            refused is not None
-            and refused.reason == Reason.CLOSE_REFUSED
-            and (refused.observed_generation or 0) >= (obs.generation or 0)
-        ):
-            return Decision(Action.NOTHING)
-        return Decision(Action.REFUSE_CLOSE)
-    if state == JobState.OPENING:
-        return Decision(Action.FORCE_CLOSE if want_closed and force else Action.OPEN)
-    if state == JobState.OPENED:
-        if want_closed:
-            return Decision(Action.FORCE_CLOSE if force else Action.BEGIN_CLOSE)
-        return Decision(Action.NOTHING if obs.engine_loaded else Action.LOAD)
-    if state == JobState.CLOSING:
-        if force:
-            return Decision(Action.FORCE_CLOSE)
-        deadline = close_deadline(obs.spec, status.last_close)
-        if deadline is not None and obs.now >= deadline:
-            return Decision(Action.TIME_OUT)
-        step = next_step(status.last_close)
-        if step is None:
-            return Decision(Action.FINISH_CLOSE)
-        return Decision(Action.RUN_STEP, step=step, close_deadline=deadline)
-    if not want_closed:
-        return Decision(Action.BEGIN_OPEN)
-    return Decision(Action.NOTHING)
+    return _DECIDE_BY_STATE[obs.status.state](obs, want_closed, force)
 
 
 # Transitions: each returns the next status; none does I/O.

@@ -5,18 +5,62 @@ force-close annotation) exactly as `kubectl patch` would, remember the generatio
 patch produced, and follow `status` until the controller reaches the state or refuses it
 for that generation. The transports differ (the CLI is synchronous and runs as the user,
 the server is asynchronous and runs as the operator after a SubjectAccessReview), so this
-module holds what they must agree on: the patch, and how to read an answer.
+module holds what they must agree on: which jobs an expression names, the patch, and how
+to read an answer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import fnmatch
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 from mljob_operator.api import FORCE_CLOSE_ANNOTATION, ConditionType, JobState, Reason
+
+ALL = "_all"
+NAME_EXPRESSION = re.compile(r"^[a-z0-9*]([-a-z0-9.*]{0,251}[a-z0-9*])?$")
+
+
+class InvalidSelection(ValueError):
+    """A job name expression that is malformed (answered 400)."""
+
+
+class NoMatch(LookupError):
+    """A job name expression matched no MLJob (answered 404)."""
+
+
+def select_names(expression: str, existing: Iterable[str], allow_no_match: bool) -> list[str]:
+    """The seed's job selection: a comma list of names and `*` patterns, or `_all`.
+
+    A plain name that does not exist is always an error; a pattern (or `_all`) that
+    matches nothing is one only when `allow_no_match` is false.
+    """
+    names = sorted(set(existing))
+    parts = [p.strip() for p in expression.split(",")]
+    if not expression.strip() or any(not p for p in parts):
+        raise InvalidSelection(f"empty job name in {expression!r}")
+    chosen: dict[str, None] = {}
+    for part in parts:
+        pattern = "*" if part == ALL else part
+        if pattern != "*" and not NAME_EXPRESSION.match(pattern):
+            raise InvalidSelection(
+                f"{part!r} is not a job name or pattern (lowercase letters, digits, '-', "
+                "'.', '*'), nor _all"
+            )
+        if "*" not in pattern:
+            if pattern not in names:
+                raise NoMatch(f"no MLJob named {pattern!r}")
+            chosen[pattern] = None
+            continue
+        matched = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+        if not matched and not allow_no_match:
+            raise NoMatch(f"no MLJob matches {part!r} (allowNoMatch=false)")
+        chosen.update(dict.fromkeys(matched))
+    return list(chosen)
 
 
 def force_value(now: datetime | None = None) -> str:

@@ -3,6 +3,7 @@ ServiceAccount token, the operator's HTTPS API with its certificate as the CA.""
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -35,29 +36,36 @@ def kubeconfig_with_token(cp: ControlPlane, namespace: str, token: str, path: Pa
     return path
 
 
-def test_cli_close_by_pattern_post_results_status(
-    control_plane: ControlPlane, namespace: str, operator: OperatorProcess, tmp_path: Path
-) -> None:
-    cp, ns, op = control_plane, namespace, operator
+def editor_env(cp: ControlPlane, ns: str, op: OperatorProcess, tmp_path: Path) -> dict[str, str]:
+    """The CLI's environment as a user bound to mljob-editor in `ns`."""
     token = service_account_token(cp, ns, "pipeline", "mljob-editor")
-    env = {
+    return {
         **cp.env(kubeconfig_with_token(cp, ns, token, tmp_path / "editor.kubeconfig")),
         "MLJOB_SERVER": op.url,
         "MLJOB_CA": str(op.ca_file),
         "COLUMNS": "200",
     }
 
-    def mljob_cli(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "mljob_operator.cli", *args],
-            env=env,
-            input=stdin.decode() if stdin else None,
-            capture_output=True,
-            text=True,
-            timeout=360,
-            check=False,
-        )
 
+def run_cli(
+    env: dict[str, str], *args: str, stdin: bytes | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mljob_operator.cli", *args],
+        env=env,
+        input=stdin.decode() if stdin else None,
+        capture_output=True,
+        text=True,
+        timeout=360,
+        check=False,
+    )
+
+
+def test_cli_close_by_pattern_post_results_status(
+    control_plane: ControlPlane, namespace: str, operator: OperatorProcess, tmp_path: Path
+) -> None:
+    cp, ns, op = control_plane, namespace, operator
+    mljob_cli = functools.partial(run_cli, editor_env(cp, ns, op, tmp_path))
     jobs = ("web-1", "web-2", "db-1")
     for name in jobs:
         cp.kubectl("apply", "-n", ns, "-f", "-", input=mljob(name))

@@ -75,10 +75,8 @@ def _lua_string(text: str) -> str:
 
 def lua_literal(value: Any) -> str:
     """A Lua table constructor for a JSON value (null → nil, so absent as in Argo CD)."""
-    if value is None:
-        return "nil"
-    if isinstance(value, bool):
-        return "true" if value else "false"
+    if value is None or isinstance(value, bool):
+        return {None: "nil", True: "true", False: "false"}[value]
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):

@@ -19,9 +19,8 @@ from typing import Any
 import orjson
 
 from mljob_operator.api import FORCE_CLOSE_ANNOTATION, CloseStep, MLJobStatus, Reason
-from mljob_operator.controller import JobController
+from mljob_operator.controller import JobController, Timings
 from mljob_operator.events import Event
-from mljob_operator.retries import EngineRetries
 from mljob_operator.runtime import JobRuntime
 from mljob_operator.settings import OperatorSettings
 from mljob_operator.store import open_store
@@ -99,8 +98,7 @@ class Harness:
             self.api,
             settings,
             clock=self.clock,
-            retries=EngineRetries((0.0, 0.0, 0.0)),
-            poll_s=(0.01, 0.01),
+            timings=Timings(idle_poll_s=0.01, force_poll_s=0.01, engine_backoff_s=(0, 0, 0)),
         )
         self.controller.emit = self.events.append
 

@@ -61,7 +61,7 @@ class Engine:
     async def advance(self, end_ms: int) -> None:
         self.advanced.append(end_ms)
 
-    def analysed_until(self) -> int | None:
+    def analysed_until_ms(self) -> int | None:
         return self.posted[-1] + 1 if self.posted else None
 
 
@@ -91,9 +91,7 @@ async def run_feed(
         "ns/job",
         config(url),
         progress,
-        post=engine.post,
-        advance=engine.advance,
-        analysed_until_ms=engine.analysed_until,
+        target=engine,
         clock_ms=lambda: END + 3_600_000,
         on_change=changed,
         on_error=(errors if errors is not None else []).append,

@@ -8,13 +8,12 @@ import pytest
 
 from mljob_operator.http.params import (
     BadRequest,
-    NoMatch,
     parse_time_ms,
     parse_wait,
     results_query,
-    select_names,
     snapshots_query,
 )
+from mljob_operator.state_change import InvalidSelection, NoMatch, select_names
 
 JOBS = ["web-1", "web-2", "db-1"]
 
@@ -54,7 +53,7 @@ def test_no_match(expression: str, allow: bool, existing: list[str]) -> None:
 
 @pytest.mark.parametrize("expression", ["", "web-1,", "Web-1", "web_1", "a/b", "-x"])
 def test_bad_expressions(expression: str) -> None:
-    with pytest.raises(BadRequest):
+    with pytest.raises(InvalidSelection):
         select_names(expression, JOBS, True)
 
 

@@ -30,7 +30,7 @@ def spec(state: str = "opened") -> MLJobSpec:
     return MLJobSpec.model_validate({**SPEC, "state": state})
 
 
-def obs(
+def obs(  # noqa: PLR0917 (the table rows below read positionally)
     state: JobState | None,
     desired: str = "opened",
     force: str | None = None,

@@ -14,6 +14,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import aiohttp
 
@@ -46,6 +47,18 @@ class Progress:
     """Records posted by this process (a figure for logs and tests, not persisted)."""
 
 
+class FeedTarget(Protocol):
+    """The job a feed pulls into. `post` and `advance` raise JobStopped when the job takes
+    no more data, FeedError for a refusal worth retrying."""
+
+    async def post(self, body: bytes) -> None: ...
+
+    async def advance(self, end_ms: int) -> None: ...
+
+    def analysed_until_ms(self) -> int | None:
+        """Epoch ms before which the job takes no more data."""
+
+
 class FeedRunner:
     def __init__(
         self,
@@ -53,16 +66,14 @@ class FeedRunner:
         config: FeedConfig,
         progress: Progress,
         *,
-        post: Callable[[bytes], Awaitable[None]],
-        advance: Callable[[int], Awaitable[None]],
-        analysed_until_ms: Callable[[], int | None],
+        target: FeedTarget,
         clock_ms: Callable[[], int],
         on_change: Callable[[], None],
         on_error: Callable[[str], None],
         max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         self.name, self.config, self.progress = name, config, progress
-        self._post, self._advance, self._analysed = post, advance, analysed_until_ms
+        self._target = target
         self._clock_ms, self._on_change, self._on_error = clock_ms, on_change, on_error
         self._max_bytes = max_bytes
         self._task: asyncio.Task[None] | None = None
@@ -95,7 +106,8 @@ class FeedRunner:
                 failures = 0
                 while True:
                     now = self._clock_ms()
-                    cursor = resume_point(cfg, p.searched_until, self._analysed(), now)
+                    analysed = self._target.analysed_until_ms()
+                    cursor = resume_point(cfg, p.searched_until, analysed, now)
                     if cursor != p.searched_until:
                         p.searched_until = cursor
                         self._on_change()
@@ -147,8 +159,8 @@ class FeedRunner:
         else:
             body, count = await prometheus_source.fetch(session, source, *args)
         if count:
-            await self._shielded(self._post(body))
-        await self._shielded(self._advance(window.end_ms))
+            await self._shielded(self._target.post(body))
+        await self._shielded(self._target.advance(window.end_ms))
         return count
 
     async def _shielded(self, work: Awaitable[None]) -> None:

@@ -256,7 +256,7 @@ class Analyzer:
         bucket = t // self.span_ms
         self._accumulate(recs, bucket)
 
-    def _accumulate(self, recs: list[Any], bucket: I64) -> None:
+    def _accumulate(self, recs: list[Any], bucket: I64) -> None:  # noqa: C901, PLR0912, PLR0915 (the ingest hot path, one pass over the batch)
         raw: dict[str, list[Any]] = {}
         numeric: dict[str, F64] = {}
 
@@ -535,7 +535,7 @@ class Analyzer:
         for d, agg, idx, x, p, raw, typical in hot:
             self._records(out, d, agg, t_ms, idx, x, p, raw, typical, rscale, interim=False)
 
-    def _records(
+    def _records(  # noqa: PLR0913, PLR0917 (the per-bucket arrays of one detector)
         self,
         out: Output,
         d: DetectorState,

@@ -9,6 +9,7 @@ only when a detector or the job asks for them.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -155,6 +156,15 @@ def medians(agg: BucketAgg) -> tuple[I64, F64]:
     return s[starts], mid
 
 
+_REDUCED: dict[Metric, Callable[[SeriesValues], F64]] = {
+    Metric.COUNT: lambda sv: sv.count,
+    Metric.MEAN: lambda sv: sv.total / sv.count,
+    Metric.SUM: lambda sv: sv.total,
+    Metric.MIN: lambda sv: sv.low,
+    Metric.MAX: lambda sv: sv.high,
+}
+
+
 def metric_values(agg: BucketAgg, metric: Metric) -> tuple[I64, F64]:
     """Series present in the bucket and the detector's metric for each."""
     if metric is Metric.DISTINCT:
@@ -168,12 +178,4 @@ def metric_values(agg: BucketAgg, metric: Metric) -> tuple[I64, F64]:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
         return medians(agg)
     sv = reduce(agg)
-    if metric is Metric.COUNT:
-        return sv.series, sv.count
-    if metric is Metric.MEAN:
-        return sv.series, sv.total / sv.count
-    if metric is Metric.SUM:
-        return sv.series, sv.total
-    if metric is Metric.MIN:
-        return sv.series, sv.low
-    return sv.series, sv.high
+    return sv.series, _REDUCED[metric](sv)

@@ -291,7 +291,7 @@ def _permission(p: Permission) -> str:
     return f"Needs `{p.verb}` on `{PLURAL}/{p.subresource}` in API group `{GROUP}`."
 
 
-def _op(
+def _op(  # noqa: PLR0917 (replaced by the generated document)
     op_id: str,
     summary: str,
     permission: Permission,

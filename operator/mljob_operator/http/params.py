@@ -6,8 +6,6 @@ answers as 400; nothing here knows aiohttp.
 
 from __future__ import annotations
 
-import fnmatch
-import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 
@@ -24,18 +22,12 @@ MAX_PAGE_SIZE = 10_000
 MAX_OFFSET = 1_000_000_000
 MAX_EPOCH_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 MAX_WAIT = timedelta(hours=24)
-ALL = "_all"
-NAME_EXPRESSION = re.compile(r"^[a-z0-9*]([-a-z0-9.*]{0,251}[a-z0-9*])?$")
 TRUE_WORDS = {"true", "1", "yes", ""}
 FALSE_WORDS = {"false", "0", "no"}
 
 
 class BadRequest(ValueError):
     """A request the client must fix (answered 400)."""
-
-
-class NoMatch(LookupError):
-    """A job name expression matched no MLJob (answered 404)."""
 
 
 def parse_bool(params: Mapping[str, str], name: str, default: bool = False) -> bool:
@@ -112,36 +104,6 @@ def parse_wait(params: Mapping[str, str], name: str, default: timedelta) -> time
     if value > MAX_WAIT:
         raise BadRequest(f"{name} must be at most 24h, got {params[name]!r}")
     return value
-
-
-def select_names(expression: str, existing: Iterable[str], allow_no_match: bool) -> list[str]:
-    """The seed's job selection: a comma list of names and `*` patterns, or `_all`.
-
-    A plain name that does not exist is always an error; a pattern (or `_all`) that
-    matches nothing is one only when `allow_no_match` is false.
-    """
-    names = sorted(set(existing))
-    parts = [p.strip() for p in expression.split(",")]
-    if not expression.strip() or any(not p for p in parts):
-        raise BadRequest(f"empty job name in {expression!r}")
-    chosen: dict[str, None] = {}
-    for part in parts:
-        pattern = "*" if part == ALL else part
-        if pattern != "*" and not NAME_EXPRESSION.match(pattern):
-            raise BadRequest(
-                f"{part!r} is not a job name or pattern (lowercase letters, digits, '-', "
-                "'.', '*'), nor _all"
-            )
-        if "*" not in pattern:
-            if pattern not in names:
-                raise NoMatch(f"no MLJob named {pattern!r}")
-            chosen[pattern] = None
-            continue
-        matched = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
-        if not matched and not allow_no_match:
-            raise NoMatch(f"no MLJob matches {part!r} (allowNoMatch=false)")
-        chosen.update(dict.fromkeys(matched))
-    return list(chosen)
 
 
 def _camel(name: str) -> str:

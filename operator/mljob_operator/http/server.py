@@ -42,15 +42,14 @@ from mljob_operator.http.errors import (
 from mljob_operator.http.openapi import openapi_document
 from mljob_operator.http.params import (
     BadRequest,
-    NoMatch,
     parse_bool,
     parse_time_ms,
     parse_wait,
     results_query,
-    select_names,
     snapshots_query,
 )
 from mljob_operator.runtime import JobNotOpenError, JobRuntime
+from mljob_operator.state_change import InvalidSelection, NoMatch, select_names
 
 log = logging.getLogger(__name__)
 
@@ -265,6 +264,8 @@ class DataApi:
             return select_names(expression, existing, allow_no_match)
         except NoMatch as err:
             raise NotFound(f"{err} in namespace {namespace}") from err
+        except InvalidSelection as err:
+            raise BadRequest(str(err)) from err
 
     # -- results ---------------------------------------------------------------------
 

@@ -337,134 +337,14 @@ class SQLiteStore:
 
     def _apply(self, w: sqlite3.Connection, job_id: str, b: WriteBatch) -> CommitResult:
         w.execute("INSERT OR IGNORE INTO jobs (job_id) VALUES (?)", (job_id,))
-        seq = None
-        if b.wal_kind is not None:
-            cur = w.execute(
-                "INSERT INTO wal (job_id, kind, payload, received_ms) VALUES (?, ?, ?, ?)",
-                (job_id, b.wal_kind, b.wal_payload, b.received_ms),
-            )
-            seq = cur.lastrowid
-        if b.clear_interim:
-            w.execute("DELETE FROM buckets WHERE job_id = ? AND is_interim = 1", (job_id,))
-            w.execute("DELETE FROM records WHERE job_id = ? AND is_interim = 1", (job_id,))
-        if b.buckets:
-            stamps = [(job_id, x.timestamp) for x in b.buckets]
-            w.executemany("DELETE FROM records WHERE job_id = ? AND timestamp_ms = ?", stamps)
-            w.executemany(
-                f"INSERT OR REPLACE INTO buckets (job_id, {_BUCKET_COLS}) VALUES (?,?,?,?,?,?,?,?)",
-                [
-                    (
-                        job_id,
-                        x.timestamp,
-                        x.bucket_span,
-                        x.anomaly_score,
-                        x.initial_anomaly_score,
-                        x.raw_score,
-                        int(x.is_interim),
-                        x.event_count,
-                    )
-                    for x in b.buckets
-                ],
-            )
-        if b.records:
-            w.executemany(
-                "INSERT INTO records (job_id, timestamp_ms, detector_index, probability, raw_score,"
-                " record_score, initial_record_score, is_interim, body)"
-                " VALUES (?,?,?,?,?,?,?,?,?)",
-                [
-                    (
-                        job_id,
-                        r.timestamp,
-                        r.detector_index,
-                        r.probability,
-                        r.raw_score,
-                        r.record_score,
-                        r.initial_record_score,
-                        int(r.is_interim),
-                        _record_body(r),
-                    )
-                    for r in b.records
-                ],
-            )
+        seq = _append_wal(w, job_id, b)
+        _write_results(w, job_id, b)
         if b.rescore is not None:
             self._rescore(w, job_id, b)
-        sets: list[str] = []
-        args: list[Any] = []
-        for column, value in (
-            (
-                "data_counts",
-                None if b.data_counts is None else orjson.dumps(b.data_counts.to_api()),
-            ),
-            (
-                "model_size_stats",
-                None if b.model_size_stats is None else orjson.dumps(b.model_size_stats.to_api()),
-            ),
-            ("intake_open", None if b.intake_open is None else int(b.intake_open)),
-            ("close_id", b.close_id),
-            ("close_complete", None if b.close_complete is None else int(b.close_complete)),
-            ("active_snapshot_id", b.activate_snapshot),
-        ):
-            if value is not None:
-                sets.append(f"{column} = ?")
-                args.append(value.decode() if isinstance(value, bytes) else value)
-        if sets:
-            w.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE job_id = ?", (*args, job_id))
-        if b.snapshot is not None:
-            s = b.snapshot
-            w.execute(
-                f"INSERT INTO snapshots (job_id, {_SNAPSHOT_COLS}, state)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    job_id,
-                    s.snapshot_id,
-                    s.timestamp,
-                    s.description,
-                    s.latest_record_time_stamp,
-                    s.latest_result_time_stamp,
-                    s.snapshot_doc_count,
-                    s.size_bytes,
-                    int(s.retain),
-                    s.wal_seq,
-                    orjson.dumps(s.model_size_stats.to_api()).decode(),
-                    orjson.dumps(s.data_counts.to_api()).decode(),
-                    b.snapshot_state or b"",
-                ),
-            )
-        if b.truncate_wal_through is not None:
-            w.execute(
-                "DELETE FROM wal WHERE job_id = ? AND seq <= ?", (job_id, b.truncate_wal_through)
-            )
-        snapshots_deleted = 0
-        if b.delete_snapshots:
-            active = w.execute(
-                "SELECT active_snapshot_id FROM jobs WHERE job_id = ?", (job_id,)
-            ).fetchone()[0]
-            if active in b.delete_snapshots:
-                raise ActiveSnapshotError(f"snapshot {active} is the active model snapshot")
-            for sid in b.delete_snapshots:
-                cur = w.execute(
-                    "DELETE FROM snapshots WHERE job_id = ? AND snapshot_id = ?", (job_id, sid)
-                )
-                snapshots_deleted += cur.rowcount
-        results_deleted = 0
-        for op, bound in (("<", b.delete_results_before_ms), (">", b.delete_results_after_ms)):
-            if bound is not None:
-                for table in ("buckets", "records"):
-                    cur = w.execute(
-                        f"DELETE FROM {table} WHERE job_id = ? AND timestamp_ms {op} ?",
-                        (job_id, bound),
-                    )
-                    results_deleted += cur.rowcount
-        if b.close_step is not None:
-            w.execute(
-                "INSERT INTO close_steps (job_id, close_id, step, result) VALUES (?, ?, ?, ?)",
-                (
-                    job_id,
-                    b.close_step.close_id,
-                    b.close_step.step,
-                    orjson.dumps(b.close_step.result).decode(),
-                ),
-            )
+        _update_job_row(w, job_id, b)
+        _insert_snapshot(w, job_id, b)
+        results_deleted, snapshots_deleted = _delete(w, job_id, b)
+        _record_step(w, job_id, b)
         return CommitResult(seq, results_deleted, snapshots_deleted)
 
     def _rescore(self, w: sqlite3.Connection, job_id: str, b: WriteBatch) -> None:
@@ -676,4 +556,152 @@ class SQLiteStore:
                 ).fetchone()[0]
             )
             for table in ("buckets", "records")
+        )
+
+
+# The parts of one commit, in the order `WriteBatch` documents.
+
+
+def _append_wal(w: sqlite3.Connection, job_id: str, b: WriteBatch) -> int | None:
+    seq = None
+    if b.wal_kind is not None:
+        cur = w.execute(
+            "INSERT INTO wal (job_id, kind, payload, received_ms) VALUES (?, ?, ?, ?)",
+            (job_id, b.wal_kind, b.wal_payload, b.received_ms),
+        )
+        seq = cur.lastrowid
+    return seq
+
+
+def _write_results(w: sqlite3.Connection, job_id: str, b: WriteBatch) -> None:
+    if b.clear_interim:
+        w.execute("DELETE FROM buckets WHERE job_id = ? AND is_interim = 1", (job_id,))
+        w.execute("DELETE FROM records WHERE job_id = ? AND is_interim = 1", (job_id,))
+    if b.buckets:
+        stamps = [(job_id, x.timestamp) for x in b.buckets]
+        w.executemany("DELETE FROM records WHERE job_id = ? AND timestamp_ms = ?", stamps)
+        w.executemany(
+            f"INSERT OR REPLACE INTO buckets (job_id, {_BUCKET_COLS}) VALUES (?,?,?,?,?,?,?,?)",
+            [
+                (
+                    job_id,
+                    x.timestamp,
+                    x.bucket_span,
+                    x.anomaly_score,
+                    x.initial_anomaly_score,
+                    x.raw_score,
+                    int(x.is_interim),
+                    x.event_count,
+                )
+                for x in b.buckets
+            ],
+        )
+    if b.records:
+        w.executemany(
+            "INSERT INTO records (job_id, timestamp_ms, detector_index, probability, raw_score,"
+            " record_score, initial_record_score, is_interim, body)"
+            " VALUES (?,?,?,?,?,?,?,?,?)",
+            [
+                (
+                    job_id,
+                    r.timestamp,
+                    r.detector_index,
+                    r.probability,
+                    r.raw_score,
+                    r.record_score,
+                    r.initial_record_score,
+                    int(r.is_interim),
+                    _record_body(r),
+                )
+                for r in b.records
+            ],
+        )
+
+
+def _update_job_row(w: sqlite3.Connection, job_id: str, b: WriteBatch) -> None:
+    sets: list[str] = []
+    args: list[Any] = []
+    for column, value in (
+        (
+            "data_counts",
+            None if b.data_counts is None else orjson.dumps(b.data_counts.to_api()),
+        ),
+        (
+            "model_size_stats",
+            None if b.model_size_stats is None else orjson.dumps(b.model_size_stats.to_api()),
+        ),
+        ("intake_open", None if b.intake_open is None else int(b.intake_open)),
+        ("close_id", b.close_id),
+        ("close_complete", None if b.close_complete is None else int(b.close_complete)),
+        ("active_snapshot_id", b.activate_snapshot),
+    ):
+        if value is not None:
+            sets.append(f"{column} = ?")
+            args.append(value.decode() if isinstance(value, bytes) else value)
+    if sets:
+        w.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE job_id = ?", (*args, job_id))
+
+
+def _insert_snapshot(w: sqlite3.Connection, job_id: str, b: WriteBatch) -> None:
+    if b.snapshot is not None:
+        s = b.snapshot
+        w.execute(
+            f"INSERT INTO snapshots (job_id, {_SNAPSHOT_COLS}, state)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                job_id,
+                s.snapshot_id,
+                s.timestamp,
+                s.description,
+                s.latest_record_time_stamp,
+                s.latest_result_time_stamp,
+                s.snapshot_doc_count,
+                s.size_bytes,
+                int(s.retain),
+                s.wal_seq,
+                orjson.dumps(s.model_size_stats.to_api()).decode(),
+                orjson.dumps(s.data_counts.to_api()).decode(),
+                b.snapshot_state or b"",
+            ),
+        )
+
+
+def _delete(w: sqlite3.Connection, job_id: str, b: WriteBatch) -> tuple[int, int]:
+    """WAL truncation, snapshots and results the batch deletes: (results, snapshots)."""
+    if b.truncate_wal_through is not None:
+        w.execute("DELETE FROM wal WHERE job_id = ? AND seq <= ?", (job_id, b.truncate_wal_through))
+    snapshots_deleted = 0
+    if b.delete_snapshots:
+        active = w.execute(
+            "SELECT active_snapshot_id FROM jobs WHERE job_id = ?", (job_id,)
+        ).fetchone()[0]
+        if active in b.delete_snapshots:
+            raise ActiveSnapshotError(f"snapshot {active} is the active model snapshot")
+        for sid in b.delete_snapshots:
+            cur = w.execute(
+                "DELETE FROM snapshots WHERE job_id = ? AND snapshot_id = ?", (job_id, sid)
+            )
+            snapshots_deleted += cur.rowcount
+    results_deleted = 0
+    for op, bound in (("<", b.delete_results_before_ms), (">", b.delete_results_after_ms)):
+        if bound is not None:
+            for table in ("buckets", "records"):
+                cur = w.execute(
+                    f"DELETE FROM {table} WHERE job_id = ? AND timestamp_ms {op} ?",
+                    (job_id, bound),
+                )
+                results_deleted += cur.rowcount
+    return results_deleted, snapshots_deleted
+
+
+def _record_step(w: sqlite3.Connection, job_id: str, b: WriteBatch) -> None:
+    if b.close_step is not None:
+        w.execute(
+            "INSERT INTO close_steps (job_id, close_id, step, result) VALUES (?, ?, ?, ?)",
+            (
+                job_id,
+                b.close_step.close_id,
+                b.close_step.step,
+                orjson.dumps(b.close_step.result).decode(),
+            ),
         )
