@@ -9,7 +9,7 @@ export MLJOB_CACHE_DIR ?= $(HOME)/.cache/mljob-operator
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
 .PHONY: setup system-deps venv controlplane-bin test test-unit test-e2e lint typecheck run controlplane \
-	generate verify-generated bench fuzz clean
+	generate verify-generated bench fuzz quality clean
 
 setup: system-deps venv controlplane-bin
 
@@ -75,6 +75,11 @@ run: setup
 bench: setup
 	$(PY) bench/engine_bench.py
 	PYTHONPATH=. $(PY) bench/operator_bench.py
+
+# Detection quality on the Numenta Anomaly Benchmark's development folders; NAB_DIR points
+# at a copy of numenta/NAB (default ~/.cache/mljob-operator/NAB). Fetches nothing.
+quality: venv
+	$(PY) -m bench.quality.run_nab
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Detection quality on the Numenta Anomaly Benchmark's development folders (`make quality`)."""
