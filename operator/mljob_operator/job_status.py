@@ -16,8 +16,7 @@ from typing import Any, Protocol
 
 from mljob_operator.api import DataCounts, MLJobStatus, ModelSizeStats
 
-EngineStats = tuple[dict[str, Any], dict[str, Any]]
-"""(dataCounts, modelSizeStats) in API shape."""
+EngineStats = tuple[DataCounts, ModelSizeStats]
 
 
 class StatusClient(Protocol):
@@ -60,9 +59,4 @@ def with_stats(status: MLJobStatus, stats: EngineStats | None) -> MLJobStatus:
     if stats is None:
         return status
     counts, sizes = stats
-    return status.model_copy(
-        update={
-            "data_counts": DataCounts.model_validate(counts),
-            "model_size_stats": ModelSizeStats.model_validate(sizes),
-        }
-    )
+    return status.model_copy(update={"data_counts": counts, "model_size_stats": sizes})

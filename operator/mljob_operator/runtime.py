@@ -14,18 +14,27 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from mljob_operator.api import CloseStep, MLJobSpec, parse_duration, parse_memory_limit
+from mljob_operator import engine_to_api as to_api
+from mljob_operator.api import (
+    CloseStep,
+    DataCounts,
+    MLJobSpec,
+    ModelSizeStats,
+    parse_duration,
+    parse_memory_limit,
+)
+from mljob_operator.api import results as api
+from mljob_operator.api.results import Flushed
 from mljob_operator.engine.config import DetectorConfig, JobConfig
 from mljob_operator.engine.errors import ConfigError
 from mljob_operator.engine.job import Job, JobNotClosedError, revert_to_snapshot
 from mljob_operator.engine.persistence import (
-    JobRow,
     ResultsQuery,
     SnapshotQuery,
     Store,
     WriteBatch,
 )
-from mljob_operator.engine.results import BucketResult, ModelSnapshot, PruneResult, RecordResult
+from mljob_operator.engine.results import PruneResult
 
 T = TypeVar("T")
 
@@ -128,25 +137,25 @@ class JobRuntime:
             raise JobNotOpenError(job_id)
         return slot.job
 
-    async def post_data(self, job_id: str, body: bytes) -> dict[str, Any]:
+    async def post_data(self, job_id: str, body: bytes) -> DataCounts:
         slot = self._slot(job_id)
         async with slot.lock:
             if slot.job is None or not slot.accepting:
                 raise JobNotOpenError(job_id)
             job = slot.job
             counts = await asyncio.to_thread(job.post_data, body)
-        return counts.to_api()
+        return to_api.data_counts(counts)
 
     async def flush(
         self, job_id: str, calc_interim: bool, advance_ms: int | None, skip_ms: int | None
-    ) -> dict[str, Any]:
+    ) -> Flushed:
         slot = self._slot(job_id)
         async with slot.lock:
             if slot.job is None or not slot.accepting:
                 raise JobNotOpenError(job_id)
             job = slot.job
             result = await asyncio.to_thread(job.flush, calc_interim, advance_ms, skip_ms)
-        return result.to_api()
+        return to_api.flushed(result)
 
     async def stop_intake(self, job_id: str, close_id: str) -> None:
         slot = self._slot(job_id)
@@ -184,7 +193,7 @@ class JobRuntime:
 
     async def revert(
         self, job_id: str, snapshot_id: str, delete_intervening_results: bool
-    ) -> ModelSnapshot:
+    ) -> api.ModelSnapshot:
         """Make an older snapshot the model of a closed job, holding the job's lock so a
         reopen cannot interleave; refused (JobNotClosedError) while it is loaded."""
         slot = self._slot(job_id)
@@ -199,7 +208,7 @@ class JobRuntime:
                 delete_intervening_results=delete_intervening_results,
             )
         self._reverted[job_id] = snapshot.snapshot_id
-        return snapshot
+        return to_api.model_snapshot(snapshot)
 
     def take_reverted(self, job_id: str) -> str | None:
         """The snapshot a closed job was reverted to since the last call, for its status."""
@@ -231,11 +240,28 @@ class JobRuntime:
         await self.release(job_id)
         await asyncio.to_thread(self._store.delete_job, job_id)
 
-    def stats(self, job_id: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    def stats(self, job_id: str) -> tuple[DataCounts, ModelSizeStats] | None:
+        """The live counts of a job loaded in this process."""
         slot = self._slots.get(job_id)
         if slot is None or slot.job is None:
             return None
-        return slot.job.data_counts.to_api(), slot.job.model_size_stats.to_api()
+        job = slot.job
+        return to_api.data_counts(job.data_counts), to_api.model_size_stats(job.model_size_stats)
+
+    async def recorded_stats(self, job_id: str) -> tuple[DataCounts, ModelSizeStats, str | None]:
+        """Counts (live when loaded, else as stored) and the active snapshot id."""
+        row = await asyncio.to_thread(self._store.get_job, job_id)
+        active = row.active_snapshot_id if row is not None else None
+        live = self.stats(job_id)
+        if live is not None:
+            return *live, active
+        if row is None:
+            return DataCounts(), ModelSizeStats(), None
+        return (
+            to_api.data_counts(row.data_counts),
+            to_api.model_size_stats(row.model_size_stats),
+            active,
+        )
 
     def analysed_until(self, job_id: str) -> int | None:
         """Epoch ms before which the job takes no more data: just after its latest record,
@@ -258,23 +284,31 @@ class JobRuntime:
         """Whether the store holds this job (it may not be loaded in this process)."""
         return self._store.get_job(job_id) is not None
 
-    async def job_row(self, job_id: str) -> JobRow | None:
-        return await asyncio.to_thread(self._store.get_job, job_id)
+    async def buckets(self, job_id: str, query: ResultsQuery) -> api.BucketPage:
+        count, items = await asyncio.to_thread(self._store.query_buckets, job_id, query)
+        return api.BucketPage(count=count, buckets=[to_api.bucket(b) for b in items])
 
-    async def buckets(self, job_id: str, query: ResultsQuery) -> tuple[int, list[BucketResult]]:
-        return await asyncio.to_thread(self._store.query_buckets, job_id, query)
+    async def records(self, job_id: str, query: ResultsQuery) -> api.RecordPage:
+        count, items = await asyncio.to_thread(self._store.query_records, job_id, query)
+        return api.RecordPage(count=count, records=[to_api.record(r) for r in items])
 
-    async def records(self, job_id: str, query: ResultsQuery) -> tuple[int, list[RecordResult]]:
-        return await asyncio.to_thread(self._store.query_records, job_id, query)
+    async def snapshots(self, job_id: str, query: SnapshotQuery) -> api.ModelSnapshotPage:
+        count, items = await asyncio.to_thread(self._store.list_snapshots, job_id, query)
+        return api.ModelSnapshotPage(
+            count=count, model_snapshots=[to_api.model_snapshot(s) for s in items]
+        )
 
-    async def snapshots(self, job_id: str, query: SnapshotQuery) -> tuple[int, list[ModelSnapshot]]:
-        return await asyncio.to_thread(self._store.list_snapshots, job_id, query)
+    async def snapshot(self, job_id: str, snapshot_id: str) -> api.ModelSnapshot | None:
+        found = await asyncio.to_thread(self._store.get_snapshot, job_id, snapshot_id)
+        return None if found is None else to_api.model_snapshot(found)
 
-    async def snapshot(self, job_id: str, snapshot_id: str) -> ModelSnapshot | None:
-        return await asyncio.to_thread(self._store.get_snapshot, job_id, snapshot_id)
-
-    async def retain_snapshot(self, job_id: str, snapshot_id: str, retain: bool) -> ModelSnapshot:
-        return await asyncio.to_thread(self._store.set_snapshot_retain, job_id, snapshot_id, retain)
+    async def retain_snapshot(
+        self, job_id: str, snapshot_id: str, retain: bool
+    ) -> api.ModelSnapshot:
+        updated = await asyncio.to_thread(
+            self._store.set_snapshot_retain, job_id, snapshot_id, retain
+        )
+        return to_api.model_snapshot(updated)
 
     async def delete_snapshot(self, job_id: str, snapshot_id: str) -> None:
         await asyncio.to_thread(self._store.delete_snapshot, job_id, snapshot_id)

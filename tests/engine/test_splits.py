@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from mljob_operator import engine_to_api
 from mljob_operator.engine import DetectorConfig, Job, JobConfig
 from mljob_operator.store import ResultsQuery, SQLiteStore
 from tests.engine.conftest import T0, FakeClock, ndjson
@@ -57,7 +58,7 @@ def test_partition_and_by_values_split_series(store: SQLiteStore, clock: FakeClo
     assert top.typical[0] == pytest.approx(100.0, abs=1.0)
     influencers = {i.field_name: i.field_values for i in top.influencers}
     assert influencers == {"host": ("h2",), "user": ("mallory",)}
-    api = top.to_api()
+    api = engine_to_api.record(top).model_dump(by_alias=True)
     assert api["influencers"][0] == {"influencerFieldName": "host", "influencerFieldValues": ["h2"]}
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from mljob_operator import engine_to_api
 from mljob_operator.engine import DetectorConfig, Job, JobConfig
 from mljob_operator.engine.results import BucketResult
 from mljob_operator.store import ResultsQuery, SQLiteStore, StoreError, WriteBatch
@@ -62,7 +63,7 @@ def test_bucket_queries_filter_sort_and_page(store: SQLiteStore) -> None:
     assert count == 10
     assert page[0].timestamp == (T0 + 600) * 1000
     assert store.query_buckets("j", ResultsQuery(exclude_interim=True))[0] == 29
-    assert page[0].to_api() == {
+    assert engine_to_api.bucket(page[0]).model_dump(by_alias=True) == {
         "timestamp": (T0 + 600) * 1000,
         "bucketSpan": 60,
         "anomalyScore": 3.0,

@@ -146,7 +146,7 @@ def test_open_then_close_runs_every_step_and_says_so(tmp_path: Path) -> None:
         assert h.condition("Ready") == ("True", Reason.OPENED)
         assert h.reasons() == [Reason.OPENING, Reason.OPENED]
         counts = await h.runtime.post_data("ns/j", data(30))
-        assert counts["processedRecordCount"] == 60
+        assert counts.processed_record_count == 60
 
         h.clock.advance(seconds=5)
         h.api.edit_spec(state="closed")

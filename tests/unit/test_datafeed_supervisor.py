@@ -119,7 +119,7 @@ def test_a_running_feed_posts_into_the_job_until_its_end(tmp_path: Path) -> None
             assert h.changes > 0
             stats = h.runtime.stats("ns/j")
             assert stats is not None
-            assert stats[0]["processedRecordCount"] == len(records(T0, END))
+            assert stats[0].processed_record_count == len(records(T0, END))
             assert h.errors == []
 
             await h.supervisor.sync(spec(None), run=True, recorded=recorded)

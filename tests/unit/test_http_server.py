@@ -7,6 +7,8 @@ to end in tests/e2e/test_api_*.py.
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -193,6 +195,9 @@ def test_openapi_describes_every_route(tmp_path: Path) -> None:
             assert in_path <= declared, (path, in_path, declared)
             for code, response in op["responses"].items():
                 assert response["description"], (path, code)
+    refs = set(re.findall(r'"#/components/schemas/(\w+)"', json.dumps(doc)))
+    assert refs <= set(doc["components"]["schemas"]), "every reference resolves"
+    assert {"BucketPage", "AnomalyRecord", "DataCounts", "Error", "JobStats"} <= refs
     runtime.close()
 
 

@@ -73,7 +73,7 @@ def test_data_flows_only_while_intake_is_open_and_steps_fill_the_close_record(
             await runtime.post_data("ns/j", data(1))
         assert await runtime.load("ns/j", SPEC, accepting=True) is None, "a new model"
         counts = await runtime.post_data("ns/j", data(10))
-        assert counts["processedRecordCount"] == 20
+        assert counts.processed_record_count == 20
         assert runtime.analysed_until("ns/j") == (T0 + 30 * 19) * 1000 + 1
         await runtime.flush("ns/j", True, None, None)
 
@@ -96,16 +96,17 @@ def test_data_flows_only_while_intake_is_open_and_steps_fill_the_close_record(
         again = await runtime.run_step("ns/j", "c1", CloseStep.PERSIST_SNAPSHOT)
         assert again == {"snapshot_id": fields["snapshot_id"]}, "a step is done once per close"
 
-        counts_api, sizes_api = runtime.stats("ns/j") or ({}, {})
-        assert counts_api["processedRecordCount"] == 20
-        assert sizes_api["modelBytes"] > 0
+        live = runtime.stats("ns/j")
+        assert live is not None
+        assert live[0].processed_record_count == 20
+        assert live[1].model_bytes > 0
         await runtime.release("ns/j")
         assert runtime.stats("ns/j") is None
         assert runtime.known("ns/j")
-        total, buckets = await runtime.buckets("ns/j", ResultsQuery(size=100))
-        assert total == len(buckets) >= 9
-        total, snaps = await runtime.snapshots("ns/j", SnapshotQuery())
-        assert [s.snapshot_id for s in snaps] == [fields["snapshot_id"]]
+        buckets = await runtime.buckets("ns/j", ResultsQuery(size=100))
+        assert buckets.count == len(buckets.buckets) >= 9
+        snaps = await runtime.snapshots("ns/j", SnapshotQuery())
+        assert [s.snapshot_id for s in snaps.model_snapshots] == [fields["snapshot_id"]]
 
         assert await runtime.load("ns/j", SPEC, accepting=True) == fields["snapshot_id"]
         runtime.close()
@@ -115,7 +116,8 @@ def test_data_flows_only_while_intake_is_open_and_steps_fill_the_close_record(
 
 def test_force_close_is_durable_and_revert_needs_a_closed_job(tmp_path: Path) -> None:
     async def test() -> None:
-        runtime = JobRuntime(open_store(tmp_path))
+        store = open_store(tmp_path)
+        runtime = JobRuntime(store)
         await runtime.load("ns/j", SPEC, accepting=True)
         await runtime.post_data("ns/j", data(5))
         await runtime.stop_intake("ns/j", "c1")
@@ -128,9 +130,9 @@ def test_force_close_is_durable_and_revert_needs_a_closed_job(tmp_path: Path) ->
         await runtime.post_data("ns/j", data(5, T0 + 600))
         await runtime.force_close("ns/j")
         assert not runtime.is_loaded("ns/j")
-        row = await runtime.job_row("ns/j")
+        row = store.get_job("ns/j")
         assert row is not None
-        assert row.intake_open is False
+        assert row.intake_open is False, "the store says closed: a restart will not reopen it"
         reverted = await runtime.revert("ns/j", first, delete_intervening_results=True)
         assert reverted.snapshot_id == first
         assert runtime.take_reverted("ns/j") == first
@@ -149,7 +151,7 @@ def test_calls_on_one_job_never_interleave(tmp_path: Path) -> None:
         await runtime.load("ns/j", SPEC, accepting=True)
         bodies = [data(1, T0 + 60 * i) for i in range(20)]
         results = await asyncio.gather(*(runtime.post_data("ns/j", b) for b in bodies))
-        assert sorted(r["processedRecordCount"] for r in results) == list(range(2, 42, 2))
+        assert sorted(r.processed_record_count for r in results) == list(range(2, 42, 2))
         runtime.close()
 
     run(test())

@@ -626,7 +626,6 @@ class DataCounts(_Model):
         0, ge=0, description="Records analysed (received minus those skipped)."
     )
     input_bytes: int = Field(0, ge=0, description="Bytes of input received.")
-    input_field_count: int = Field(0, ge=0, description="Fields in the records received.")
     invalid_date_count: int = Field(
         0, ge=0, description="Records skipped because the time field could not be parsed."
     )
@@ -640,9 +639,6 @@ class DataCounts(_Model):
     )
     bucket_count: int = Field(0, ge=0, description="Buckets analysed.")
     empty_bucket_count: int = Field(0, ge=0, description="Buckets that held no records.")
-    sparse_bucket_count: int = Field(
-        0, ge=0, description="Buckets with far fewer records than usual."
-    )
     earliest_record_timestamp: int | None = Field(
         None, description="Timestamp (epoch ms) of the earliest record analysed."
     )

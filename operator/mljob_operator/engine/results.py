@@ -1,7 +1,7 @@
-"""Result, count and snapshot shapes shared by the engine, the store and the HTTP API.
+"""The engine's result, count and snapshot types (field meanings follow the seed service).
 
-Field meanings follow the seed service; `to_api()` gives its camelCase JSON shape so that
-the HTTP layer never re-derives names.
+These are the engine's own: the store persists them in its own format (`to_dict`), and
+the operator converts them to the API's models in one place (`mljob_operator.engine_to_api`).
 """
 
 from __future__ import annotations
@@ -13,6 +13,18 @@ from typing import Any
 def _camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(p.capitalize() for p in rest)
+
+
+def _fields_from(cls: Any, data: dict[str, Any]) -> dict[str, Any]:
+    """The fields of `cls` found in `data`, under their own name or (as written before
+    the store kept its own format) camelCase; unknown keys are ignored."""
+    out = {}
+    for name in cls.__slots__:
+        if name in data:
+            out[name] = data[name]
+        elif _camel(name) in data:
+            out[name] = data[_camel(name)]
+    return out
 
 
 @dataclass(slots=True)
@@ -29,12 +41,12 @@ class DataCounts:
     latest_record_timestamp: int | None = None
     last_data_time: int | None = None
 
-    def to_api(self) -> dict[str, Any]:
-        return {_camel(k): v for k, v in asdict(self).items()}
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
     @classmethod
-    def from_api(cls, data: dict[str, Any]) -> DataCounts:
-        return cls(**{k: data[_camel(k)] for k in cls.__slots__ if _camel(k) in data})
+    def from_dict(cls, data: dict[str, Any]) -> DataCounts:
+        return cls(**_fields_from(cls, data))
 
     def copy(self) -> DataCounts:
         return DataCounts(**asdict(self))
@@ -46,29 +58,22 @@ class ModelSizeStats:
     peak_model_bytes: int = 0
     total_by_field_count: int = 0
     total_partition_field_count: int = 0
-    total_over_field_count: int = 0
     bucket_allocation_failures_count: int = 0
     memory_status: str = "ok"
     model_bytes_memory_limit: int | None = None
 
-    def to_api(self) -> dict[str, Any]:
-        return {_camel(k): v for k, v in asdict(self).items()}
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
     @classmethod
-    def from_api(cls, data: dict[str, Any]) -> ModelSizeStats:
-        return cls(**{k: data[_camel(k)] for k in cls.__slots__ if _camel(k) in data})
+    def from_dict(cls, data: dict[str, Any]) -> ModelSizeStats:
+        return cls(**_fields_from(cls, data))
 
 
 @dataclass(frozen=True, slots=True)
 class Influence:
     field_name: str
     field_values: tuple[str, ...]
-
-    def to_api(self) -> dict[str, Any]:
-        return {
-            "influencerFieldName": self.field_name,
-            "influencerFieldValues": list(self.field_values),
-        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,16 +85,6 @@ class BucketResult:
     raw_score: float
     is_interim: bool
     event_count: int
-
-    def to_api(self) -> dict[str, Any]:
-        return {
-            "timestamp": self.timestamp,
-            "bucketSpan": self.bucket_span,
-            "anomalyScore": self.anomaly_score,
-            "initialAnomalyScore": self.initial_anomaly_score,
-            "isInterim": self.is_interim,
-            "eventCount": self.event_count,
-        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,26 +107,6 @@ class RecordResult:
     is_interim: bool
     influencers: tuple[Influence, ...] = ()
 
-    def to_api(self) -> dict[str, Any]:
-        return {
-            "timestamp": self.timestamp,
-            "bucketSpan": self.bucket_span,
-            "detectorIndex": self.detector_index,
-            "recordScore": self.record_score,
-            "initialRecordScore": self.initial_record_score,
-            "probability": self.probability,
-            "function": self.function,
-            "fieldName": self.field_name,
-            "byFieldName": self.by_field_name,
-            "byFieldValue": self.by_field_value,
-            "partitionFieldName": self.partition_field_name,
-            "partitionFieldValue": self.partition_field_value,
-            "actual": list(self.actual),
-            "typical": list(self.typical),
-            "isInterim": self.is_interim,
-            "influencers": [i.to_api() for i in self.influencers],
-        }
-
 
 @dataclass(frozen=True, slots=True)
 class ModelSnapshot:
@@ -147,33 +122,14 @@ class ModelSnapshot:
     model_size_stats: ModelSizeStats = field(default_factory=ModelSizeStats)
     data_counts: DataCounts = field(default_factory=DataCounts)
 
-    def to_api(self) -> dict[str, Any]:
-        return {
-            "snapshotId": self.snapshot_id,
-            "timestamp": self.timestamp,
-            "description": self.description,
-            "latestRecordTimeStamp": self.latest_record_time_stamp,
-            "latestResultTimeStamp": self.latest_result_time_stamp,
-            "snapshotDocCount": self.snapshot_doc_count,
-            "sizeBytes": self.size_bytes,
-            "retain": self.retain,
-            "modelSizeStats": self.model_size_stats.to_api(),
-        }
-
 
 @dataclass(frozen=True, slots=True)
 class FlushResult:
     flushed: bool
     last_finalized_bucket_end: int | None
 
-    def to_api(self) -> dict[str, Any]:
-        return {"flushed": self.flushed, "lastFinalizedBucketEnd": self.last_finalized_bucket_end}
-
 
 @dataclass(frozen=True, slots=True)
 class PruneResult:
     snapshots_deleted: int
     results_deleted: int
-
-    def to_api(self) -> dict[str, Any]:
-        return {"snapshotsDeleted": self.snapshots_deleted, "resultsDeleted": self.results_deleted}

@@ -55,7 +55,7 @@ def encode(an: Analyzer, level: int = 6) -> bytes:
             }
         )
     meta: dict[str, Any] = {
-        "counts": an.counts.to_api(),
+        "counts": an.counts.to_dict(),
         "time_ms": an.time_ms,
         "final_end": an.final_end,
         "labels": {name: t.labels for name, t in an.labels.items()},
@@ -93,7 +93,7 @@ def decode(blob: bytes, config: JobConfig) -> Analyzer:
     an = Analyzer(config)
     if [d["function"] for d in meta["detectors"]] != [d.cfg.function for d in an.detectors]:
         raise ConfigError("the detectors do not match the model snapshot")
-    an.counts = DataCounts.from_api(meta["counts"])
+    an.counts = DataCounts.from_dict(meta["counts"])
     an.time_ms = meta["time_ms"]
     an.final_end = meta["final_end"]
     an.labels = {name: LabelTable(labels) for name, labels in meta["labels"].items()}

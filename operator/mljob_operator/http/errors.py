@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from mljob_operator.api.results import Error, ErrorDetail
 from mljob_operator.http.params import BadRequest
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,8 @@ class Unavailable(ApiError):
 
 
 def error_body(status: int, reason: str, message: str) -> dict[str, Any]:
-    return {"error": {"status": status, "reason": reason, "message": message}}
+    detail = ErrorDetail(status=status, reason=reason, message=message)
+    return Error(error=detail).model_dump(by_alias=True)
 
 
 def json_error(

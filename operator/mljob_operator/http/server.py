@@ -1,7 +1,8 @@
 """The data and results API, an aiohttp app on kopf's own event loop.
 
-Paths are fixed by the API (`/v1/namespaces/{ns}/mljobs/{name}/...`); `openapi.py`
-describes each one. Every job route is authenticated and authorized before anything else
+Routes come from one table (`routes.ROUTES`, which `openapi.py` describes) and every
+answer is a model of `api.results`, so the document and the wire cannot drift. Every job
+route is authenticated and authorized before anything else
 is looked at (so an unauthorized caller cannot probe which jobs exist), then the job must
 be one this operator reconciles (404 otherwise). Data goes to the engine job this process
 holds open; a job that exists but is not open answers 409 saying it is closed, while its
@@ -13,20 +14,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import orjson
 from aiohttp import web
+from pydantic import BaseModel, ValidationError
 
 from mljob_operator.api import JobState
-from mljob_operator.api.permissions import (
-    FORCE_CLOSE,
-    OPEN_CLOSE,
-    POST_DATA,
-    READ_RESULTS,
-    READ_SNAPSHOTS,
-    Permission,
-)
+from mljob_operator.api import results as shapes
+from mljob_operator.api.permissions import FORCE_CLOSE, OPEN_CLOSE, Permission
 from mljob_operator.engine.errors import DataFormatError, JobClosedError
 from mljob_operator.engine.job import JobNotClosedError
 from mljob_operator.engine.persistence import ActiveSnapshotError, NotFoundError, StoreError
@@ -48,18 +44,20 @@ from mljob_operator.http.params import (
     results_query,
     snapshots_query,
 )
+from mljob_operator.http.routes import ROUTES
 from mljob_operator.runtime import JobNotOpenError, JobRuntime
 from mljob_operator.state_change import InvalidSelection, NoMatch, select_names
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
-JOB_PATH = "/v1/namespaces/{namespace}/mljobs/{name}"
-CLOSE_PATH = "/v1/namespaces/{namespace}/mljobs/{names}/close"
-SNAPSHOT_PATH = JOB_PATH + "/modelsnapshots/{snapshotId}"
 DEFAULT_WAIT = timedelta(minutes=30)
-MANAGE_SNAPSHOTS = OPEN_CLOSE
-"""Changing, reverting or deleting model snapshots manages the job's model, which the
-roles tie to the right to open and close it (mljob-editor and mljob-admin)."""
+
+
+def answer(model: BaseModel, status: int = 200) -> web.Response:
+    return web.Response(
+        body=model.model_dump_json(by_alias=True), status=status, content_type="application/json"
+    )
 
 
 class JobDirectory(Protocol):
@@ -97,45 +95,17 @@ class DataApi:
         self._openapi = orjson.dumps(openapi_document(max_body_bytes))
 
     def app(self) -> web.Application:
+        """The app of `routes.ROUTES`: guarded routes authenticate, authorize and find the
+        job before their handler runs."""
         app = web.Application(
             client_max_size=self.max_body_bytes,
             middlewares=[errors_as_json(self.max_body_bytes)],
         )
-        r = app.router
-        r.add_get("/healthz", self.healthz)
-        r.add_get("/openapi.json", self.openapi)
-        r.add_post(JOB_PATH + "/data", self._guard(POST_DATA, "post data", self.post_data))
-        r.add_post(JOB_PATH + "/flush", self._guard(POST_DATA, "flush", self.flush))
-        r.add_post(JOB_PATH + "/open", self._guard(OPEN_CLOSE, "open the job", self.open))
-        r.add_post(CLOSE_PATH, self.close)
-        r.add_get(
-            JOB_PATH + "/results/buckets",
-            self._guard(READ_RESULTS, "read results", self.buckets),
-        )
-        r.add_get(
-            JOB_PATH + "/results/records",
-            self._guard(READ_RESULTS, "read results", self.records),
-        )
-        r.add_get(JOB_PATH + "/stats", self._guard(READ_RESULTS, "read stats", self.stats))
-        r.add_get(
-            JOB_PATH + "/modelsnapshots",
-            self._guard(READ_SNAPSHOTS, "list model snapshots", self.snapshots),
-        )
-        r.add_get(
-            SNAPSHOT_PATH, self._guard(READ_SNAPSHOTS, "read a model snapshot", self.snapshot)
-        )
-        r.add_post(
-            SNAPSHOT_PATH + "/_update",
-            self._guard(MANAGE_SNAPSHOTS, "update a model snapshot", self.update_snapshot),
-        )
-        r.add_post(
-            SNAPSHOT_PATH + "/_revert",
-            self._guard(MANAGE_SNAPSHOTS, "revert to a model snapshot", self.revert_snapshot),
-        )
-        r.add_delete(
-            SNAPSHOT_PATH,
-            self._guard(MANAGE_SNAPSHOTS, "delete a model snapshot", self.delete_snapshot),
-        )
+        for route in ROUTES:
+            handler: Handler = getattr(self, route.handler)
+            if route.guarded and route.permission is not None:
+                handler = self._guard(route.permission, route.action, handler)
+            app.router.add_route(route.method, route.path, handler)
         return app
 
     # -- plumbing ------------------------------------------------------------------
@@ -162,7 +132,7 @@ class DataApi:
             "spec.state: opened (or POST .../open) to reopen it. Its results stay readable."
         )
 
-    async def _translated(self, work: Awaitable[Any]) -> Any:
+    async def _translated(self, work: Awaitable[T]) -> T:
         """Store errors as API errors: 404, 409 for the active snapshot, else 400."""
         try:
             return await work
@@ -182,7 +152,7 @@ class DataApi:
     # -- unauthenticated -------------------------------------------------------------
 
     async def healthz(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+        return answer(shapes.Health(status="ok"))
 
     async def openapi(self, request: web.Request) -> web.Response:
         return web.Response(body=self._openapi, content_type="application/json")
@@ -208,7 +178,7 @@ class DataApi:
         except DataFormatError as err:
             raise BadRequest(f"malformed body: {err}") from err
         self.jobs.wake(job_id)
-        return web.json_response(counts, status=202)
+        return answer(counts, status=202)
 
     async def flush(self, request: web.Request) -> web.Response:
         job_id = self._job(request)
@@ -222,7 +192,7 @@ class DataApi:
         except DataFormatError as err:
             raise BadRequest(str(err)) from err
         self.jobs.wake(job_id)
-        return web.json_response(result)
+        return answer(result)
 
     # -- desired state ---------------------------------------------------------------
 
@@ -230,7 +200,7 @@ class DataApi:
         namespace, name = request.match_info["namespace"], request.match_info["name"]
         timeout = parse_wait(request.query, "timeout", DEFAULT_WAIT)
         await self.desired.apply(namespace, [name], JobState.OPENED, timeout)
-        return web.json_response({"opened": True})
+        return answer(shapes.Opened(opened=True))
 
     async def close(self, request: web.Request) -> web.Response:
         user = await self.auth.authenticate(request.headers.get("Authorization"))
@@ -246,7 +216,7 @@ class DataApi:
                 await self.auth.require(user, FORCE_CLOSE, namespace, name, "force-close the job")
         if names:
             await self.desired.apply(namespace, names, JobState.CLOSED, timeout, force=force)
-        return web.json_response({"closed": True})
+        return answer(shapes.Closed(closed=True))
 
     async def _select(
         self, user: User, namespace: str, expression: str, allow_no_match: bool
@@ -271,41 +241,34 @@ class DataApi:
 
     async def buckets(self, request: web.Request) -> web.Response:
         query = results_query(request.query, "anomalyScore")
-        count, items = await self._translated(self.runtime.buckets(self._job(request), query))
-        return web.json_response({"count": count, "buckets": [b.to_api() for b in items]})
+        return answer(await self._translated(self.runtime.buckets(self._job(request), query)))
 
     async def records(self, request: web.Request) -> web.Response:
         query = results_query(request.query, "recordScore")
-        count, items = await self._translated(self.runtime.records(self._job(request), query))
-        return web.json_response({"count": count, "records": [r.to_api() for r in items]})
+        return answer(await self._translated(self.runtime.records(self._job(request), query)))
 
     async def stats(self, request: web.Request) -> web.Response:
         job_id = self._job(request)
-        row = await self._translated(self.runtime.job_row(job_id))
-        live = self.runtime.stats(job_id)
-        if live is None:
-            live = (row.data_counts.to_api(), row.model_size_stats.to_api()) if row else ({}, {})
-        counts, sizes = live
-        namespace, name = request.match_info["namespace"], request.match_info["name"]
-        return web.json_response(
-            {
-                "jobId": job_id,
-                "state": self.jobs.state(namespace, name),
-                "open": self.runtime.is_accepting(job_id),
-                "modelSnapshotId": row.active_snapshot_id if row else None,
-                "dataCounts": counts,
-                "modelSizeStats": sizes,
-            }
+        counts, sizes, active = await self._translated(self.runtime.recorded_stats(job_id))
+        state = self.jobs.state(request.match_info["namespace"], request.match_info["name"])
+        return answer(
+            shapes.JobStats(
+                job_id=job_id,
+                state=None if state is None else JobState(state),
+                open=self.runtime.is_accepting(job_id),
+                model_snapshot_id=active,
+                data_counts=counts,
+                model_size_stats=sizes,
+            )
         )
 
     # -- model snapshots -------------------------------------------------------------
 
     async def snapshots(self, request: web.Request) -> web.Response:
         query = snapshots_query(request.query)
-        count, snaps = await self._translated(self.runtime.snapshots(self._job(request), query))
-        return web.json_response({"count": count, "modelSnapshots": [s.to_api() for s in snaps]})
+        return answer(await self._translated(self.runtime.snapshots(self._job(request), query)))
 
-    async def _snapshot(self, request: web.Request) -> Any:
+    async def _snapshot(self, request: web.Request) -> shapes.ModelSnapshot:
         job_id, snapshot_id = self._job(request), request.match_info["snapshotId"]
         snap = await self._translated(self.runtime.snapshot(job_id, snapshot_id))
         if snap is None:
@@ -313,23 +276,19 @@ class DataApi:
         return snap
 
     async def snapshot(self, request: web.Request) -> web.Response:
-        return web.json_response({"model": (await self._snapshot(request)).to_api()})
+        return answer(shapes.SnapshotAnswer(model=await self._snapshot(request)))
 
     async def update_snapshot(self, request: web.Request) -> web.Response:
         body = await self._body(request)
         try:
-            update = orjson.loads(body)
-        except orjson.JSONDecodeError as err:
-            raise BadRequest(f"the body must be a JSON object: {err}") from None
-        if not isinstance(update, dict) or set(update) != {"retain"}:
-            raise BadRequest('the body must be {"retain": true|false}')
-        if not isinstance(update["retain"], bool):
-            raise BadRequest("retain must be true or false")
+            update = shapes.SnapshotUpdate.model_validate_json(body, strict=True)
+        except ValidationError:
+            raise BadRequest('the body must be {"retain": true|false}') from None
         job_id, snapshot_id = self._job(request), request.match_info["snapshotId"]
         snap = await self._translated(
-            self.runtime.retain_snapshot(job_id, snapshot_id, update["retain"])
+            self.runtime.retain_snapshot(job_id, snapshot_id, update.retain)
         )
-        return web.json_response({"acknowledged": True, "model": snap.to_api()})
+        return answer(shapes.SnapshotUpdated(acknowledged=True, model=snap))
 
     async def revert_snapshot(self, request: web.Request) -> web.Response:
         namespace, name = request.match_info["namespace"], request.match_info["name"]
@@ -346,12 +305,12 @@ class DataApi:
         except JobNotClosedError as err:
             raise Conflict(str(err)) from err
         self.jobs.wake(job_id)
-        return web.json_response({"model": snap.to_api()})
+        return answer(shapes.SnapshotAnswer(model=snap))
 
     async def delete_snapshot(self, request: web.Request) -> web.Response:
         job_id, snapshot_id = self._job(request), request.match_info["snapshotId"]
         await self._translated(self.runtime.delete_snapshot(job_id, snapshot_id))
-        return web.json_response({"acknowledged": True})
+        return answer(shapes.Acknowledged(acknowledged=True))
 
 
 async def start_server(

@@ -209,8 +209,8 @@ def _snapshot(row: tuple[Any, ...]) -> ModelSnapshot:
         size_bytes=row[6],
         retain=bool(row[7]),
         wal_seq=row[8],
-        model_size_stats=ModelSizeStats.from_api(orjson.loads(row[9])),
-        data_counts=DataCounts.from_api(orjson.loads(row[10])),
+        model_size_stats=ModelSizeStats.from_dict(orjson.loads(row[9])),
+        data_counts=DataCounts.from_dict(orjson.loads(row[10])),
     )
 
 
@@ -302,8 +302,8 @@ class SQLiteStore:
             intake_open=bool(row[1]),
             close_id=row[2],
             close_complete=bool(row[3]),
-            data_counts=DataCounts.from_api(orjson.loads(row[4])),
-            model_size_stats=ModelSizeStats.from_api(orjson.loads(row[5])),
+            data_counts=DataCounts.from_dict(orjson.loads(row[4])),
+            model_size_stats=ModelSizeStats.from_dict(orjson.loads(row[5])),
         )
 
     def list_jobs(self) -> list[str]:
@@ -624,11 +624,11 @@ def _update_job_row(w: sqlite3.Connection, job_id: str, b: WriteBatch) -> None:
     for column, value in (
         (
             "data_counts",
-            None if b.data_counts is None else orjson.dumps(b.data_counts.to_api()),
+            None if b.data_counts is None else orjson.dumps(b.data_counts.to_dict()),
         ),
         (
             "model_size_stats",
-            None if b.model_size_stats is None else orjson.dumps(b.model_size_stats.to_api()),
+            None if b.model_size_stats is None else orjson.dumps(b.model_size_stats.to_dict()),
         ),
         ("intake_open", None if b.intake_open is None else int(b.intake_open)),
         ("close_id", b.close_id),
@@ -659,8 +659,8 @@ def _insert_snapshot(w: sqlite3.Connection, job_id: str, b: WriteBatch) -> None:
                 s.size_bytes,
                 int(s.retain),
                 s.wal_seq,
-                orjson.dumps(s.model_size_stats.to_api()).decode(),
-                orjson.dumps(s.data_counts.to_api()).decode(),
+                orjson.dumps(s.model_size_stats.to_dict()).decode(),
+                orjson.dumps(s.data_counts.to_dict()).decode(),
                 b.snapshot_state or b"",
             ),
         )
