@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
+from typing import Any
 
 from mljob_operator.api import parse_duration
 from mljob_operator.engine.persistence import (
@@ -130,33 +131,30 @@ def parse_sort(params: Mapping[str, str], allowed: Mapping[str, str]) -> str | N
     return allowed[value]
 
 
-def results_query(params: Mapping[str, str], score_param: str) -> ResultsQuery:
-    """Buckets (`score_param` anomalyScore) or records (recordScore)."""
-    sorts = BUCKET_SORT_NAMES if score_param == "anomalyScore" else RECORD_SORT_NAMES
+def _window_and_page(params: Mapping[str, str], sorts: Mapping[str, str]) -> dict[str, Any]:
+    """start/end, sort, desc, from and size: what every listing takes."""
     start, end = parse_time_ms(params, "start"), parse_time_ms(params, "end")
     if start is not None and end is not None and end < start:
         raise BadRequest("end must not be before start")
+    return {
+        "start_ms": start,
+        "end_ms": end,
+        "sort": parse_sort(params, sorts),
+        "desc": parse_bool(params, "desc"),
+        "from_": parse_int(params, "from", 0, hi=MAX_OFFSET),
+        "size": parse_int(params, "size", 100, lo=0, hi=MAX_PAGE_SIZE),
+    }
+
+
+def results_query(params: Mapping[str, str], score_param: str) -> ResultsQuery:
+    """Buckets (`score_param` anomalyScore) or records (recordScore)."""
+    sorts = BUCKET_SORT_NAMES if score_param == "anomalyScore" else RECORD_SORT_NAMES
     return ResultsQuery(
-        start_ms=start,
-        end_ms=end,
         min_score=parse_float(params, score_param),
         exclude_interim=parse_bool(params, "excludeInterim"),
-        sort=parse_sort(params, sorts),
-        desc=parse_bool(params, "desc"),
-        from_=parse_int(params, "from", 0, hi=MAX_OFFSET),
-        size=parse_int(params, "size", 100, lo=0, hi=MAX_PAGE_SIZE),
+        **_window_and_page(params, sorts),
     )
 
 
 def snapshots_query(params: Mapping[str, str]) -> SnapshotQuery:
-    start, end = parse_time_ms(params, "start"), parse_time_ms(params, "end")
-    if start is not None and end is not None and end < start:
-        raise BadRequest("end must not be before start")
-    return SnapshotQuery(
-        start_ms=start,
-        end_ms=end,
-        sort=parse_sort(params, SNAPSHOT_SORT_NAMES),
-        desc=parse_bool(params, "desc"),
-        from_=parse_int(params, "from", 0, hi=MAX_OFFSET),
-        size=parse_int(params, "size", 100, lo=0, hi=MAX_PAGE_SIZE),
-    )
+    return SnapshotQuery(**_window_and_page(params, SNAPSHOT_SORT_NAMES))

@@ -350,28 +350,21 @@ class SQLiteStore:
     def _rescore(self, w: sqlite3.Connection, job_id: str, b: WriteBatch) -> None:
         rs = b.rescore
         assert rs is not None
-        rows = w.execute(
-            "SELECT timestamp_ms, raw_score FROM buckets WHERE job_id = ? AND timestamp_ms >= ?"
-            " AND is_interim = 0 AND raw_score > ?",
-            (job_id, rs.since_ms, rs.min_raw),
-        ).fetchall()
-        if rows:
-            scores = rs.bucket_score(np.array([r[1] for r in rows], dtype=np.float64)).tolist()
-            w.executemany(
-                "UPDATE buckets SET anomaly_score = ? WHERE job_id = ? AND timestamp_ms = ?",
-                [(s, job_id, r[0]) for s, r in zip(scores, rows, strict=True)],
-            )
-        rows = w.execute(
-            "SELECT id, raw_score FROM records WHERE job_id = ? AND timestamp_ms >= ?"
-            " AND is_interim = 0 AND raw_score > ?",
-            (job_id, rs.since_ms, rs.min_raw),
-        ).fetchall()
-        if rows:
-            scores = rs.record_score(np.array([r[1] for r in rows], dtype=np.float64)).tolist()
-            w.executemany(
-                "UPDATE records SET record_score = ? WHERE id = ?",
-                [(s, r[0]) for s, r in zip(scores, rows, strict=True)],
-            )
+        for table, key, column, score in (
+            ("buckets", "timestamp_ms", "anomaly_score", rs.bucket_score),
+            ("records", "id", "record_score", rs.record_score),
+        ):
+            rows = w.execute(
+                f"SELECT {key}, raw_score FROM {table} WHERE job_id = ? AND timestamp_ms >= ?"
+                " AND is_interim = 0 AND raw_score > ?",
+                (job_id, rs.since_ms, rs.min_raw),
+            ).fetchall()
+            if rows:
+                scores = score(np.array([r[1] for r in rows], dtype=np.float64)).tolist()
+                w.executemany(
+                    f"UPDATE {table} SET {column} = ? WHERE job_id = ? AND {key} = ?",
+                    [(s, job_id, r[0]) for s, r in zip(scores, rows, strict=True)],
+                )
 
     # ---- replay and close bookkeeping ---------------------------------------------------
     def wal_entries(self, job_id: str, after_seq: int) -> Iterator[WalEntry]:
