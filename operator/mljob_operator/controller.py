@@ -122,6 +122,7 @@ class JobController:
             Action.FINISH_CLOSE: self._finish_close,
             Action.FORCE_CLOSE: self._force_close,
             Action.REFUSE_CLOSE: self._refuse_close,
+            Action.IGNORE_FORCE: self._ignore_force,
         }
 
     @property
@@ -325,18 +326,18 @@ class JobController:
         self.emit(events.opening())
 
     async def _open(self, obs: Observation, _: Decision) -> None:
-        restored = await self.runtime.load(self.id, obs.spec, accepting=True)
+        restored = await self.runtime.load(self.id, obs.spec, accepting=True, uid=self.uid)
         self.faults.checkpoint("after:open")
         await self.writer.write(self._with_stats(lifecycle.opened(self._now(obs), restored)))
         self.emit(events.opened(restored))
 
     async def _load(self, obs: Observation, _: Decision) -> None:
-        await self.runtime.load(self.id, obs.spec, accepting=True)
+        await self.runtime.load(self.id, obs.spec, accepting=True, uid=self.uid)
 
     async def _begin_close(self, obs: Observation, _: Decision) -> None:
         trigger = lifecycle.close_trigger(obs)
         close_id = self._new_id()
-        await self.runtime.load(self.id, obs.spec, accepting=False)
+        await self.runtime.load(self.id, obs.spec, accepting=False, uid=self.uid)
         self.faults.checkpoint("before:beginClose")
         await self.runtime.stop_intake(self.id, close_id)
         self.faults.checkpoint("after:beginClose")
@@ -353,7 +354,7 @@ class JobController:
         assert close is not None
         assert close.close_id is not None
         if not self.runtime.is_loaded(self.id):
-            await self.runtime.load(self.id, obs.spec, accepting=False)
+            await self.runtime.load(self.id, obs.spec, accepting=False, uid=self.uid)
             await self.runtime.stop_intake(self.id, close.close_id)
         self.faults.checkpoint(f"before:{step.value}")
         self.faults.maybe_fail(step.value)
@@ -415,6 +416,11 @@ class JobController:
         status = self._with_stats(lifecycle.force_closed(obs, self._new_id(), trigger), stats)
         await self.writer.write(status)
         self.emit(events.force_closed(status.last_handled_force_close))
+
+    async def _ignore_force(self, obs: Observation, _: Decision) -> None:
+        value = lifecycle.pending_force(obs)
+        await self.writer.write(lifecycle.force_ignored(obs))
+        self.emit(events.force_ignored(value, obs.status.state))
 
     async def _refuse_close(self, obs: Observation, _: Decision) -> None:
         status = lifecycle.refuse_close(obs)

@@ -14,6 +14,7 @@ from mljob_operator.api import (
     FORCE_CLOSE_ANNOTATION,
     CloseRecord,
     ConditionType,
+    JobState,
     MLJobSpec,
     MLJobStatus,
     Reason,
@@ -74,6 +75,16 @@ def force_closed(handled_value: str | None) -> Event:
         Reason.FORCE_CLOSED,
         f"Force-closed ({FORCE_CLOSE_ANNOTATION}={handled_value}) without flushing or "
         "persisting a snapshot; recent results may be missing.",
+    )
+
+
+def force_ignored(value: str | None, state: JobState | None) -> Event:
+    where = f"the job is {state.value}" if state is not None else "the job is new"
+    return Event(
+        NORMAL,
+        Reason.FORCE_CLOSE_IGNORED,
+        f"{FORCE_CLOSE_ANNOTATION}={value} ignored: {where}, so there is no close to force. "
+        "It will not force a later close; set a new value then.",
     )
 
 

@@ -54,6 +54,9 @@ class Action(StrEnum):
     FINISH_CLOSE = "finishClose"
     FORCE_CLOSE = "forceClose"
     REFUSE_CLOSE = "refuseClose"
+    IGNORE_FORCE = "ignoreForce"
+    """A force-close value first seen while the job is closed (or new) forces nothing:
+    it is recorded as handled, so it cannot force a close weeks later."""
 
 
 @dataclass(frozen=True)
@@ -151,6 +154,8 @@ def spec_fixed(obs: Observation) -> bool:
 
 
 def _decide_new(obs: Observation, want_closed: bool, force: bool) -> Decision:
+    if force:
+        return Decision(Action.IGNORE_FORCE)
     return Decision(Action.INITIALIZE_CLOSED if want_closed else Action.BEGIN_OPEN)
 
 
@@ -191,6 +196,8 @@ def _decide_closing(obs: Observation, want_closed: bool, force: bool) -> Decisio
 
 
 def _decide_closed(obs: Observation, want_closed: bool, force: bool) -> Decision:
+    if force:
+        return Decision(Action.IGNORE_FORCE)
     return Decision(Action.NOTHING if want_closed else Action.BEGIN_OPEN)
 
 
@@ -340,6 +347,10 @@ def force_closed(obs: Observation, close_id: str, trigger: str) -> MLJobStatus:
 def failed(obs: Observation, reason: str, message: str) -> MLJobStatus:
     status = obs.status.model_copy(update={"state": JobState.FAILED, "closed": False})
     return _with(obs, status, Verdict(TRUE, reason, message))
+
+
+def force_ignored(obs: Observation) -> MLJobStatus:
+    return obs.status.model_copy(update={"last_handled_force_close": pending_force(obs)})
 
 
 def refuse_close(obs: Observation) -> MLJobStatus:

@@ -119,17 +119,31 @@ class JobRuntime:
         async with self._slot(job_id).lock:
             return await asyncio.to_thread(fn)
 
-    async def load(self, job_id: str, spec: MLJobSpec, *, accepting: bool) -> str | None:
+    async def load(
+        self, job_id: str, spec: MLJobSpec, *, accepting: bool, uid: str | None = None
+    ) -> str | None:
         """Open the engine job (restore the latest snapshot, replay after it); returns
-        the restored snapshot id."""
+        the restored snapshot id. Data another object of the same name left behind (its
+        finalizer removed by hand) is purged first, never inherited."""
         config = engine_config(spec)
         await self._settle(job_id)
         slot = self._slot(job_id)
         async with slot.lock:
             if slot.job is None:
+                await asyncio.to_thread(self._claim, job_id, uid)
                 slot.job = await asyncio.to_thread(Job.open, self._store, job_id, config)
             slot.accepting = accepting
             return slot.job.active_snapshot_id
+
+    def _claim(self, job_id: str, uid: str | None) -> None:
+        if uid is None:
+            return
+        row = self._store.get_job(job_id)
+        if row is not None and row.owner_uid not in (None, uid):
+            self._store.delete_job(job_id)
+            row = None
+        if row is None or row.owner_uid != uid:
+            self._store.commit(job_id, WriteBatch(owner_uid=uid))
 
     def _job(self, job_id: str) -> Job:
         slot = self._slots.get(job_id)
@@ -189,13 +203,20 @@ class JobRuntime:
             async with slot.lock:
                 await asyncio.to_thread(job.force_close)
             return
-        await asyncio.to_thread(self._store.commit, job_id, WriteBatch(intake_open=False))
+        await asyncio.to_thread(self._close_intake, job_id)
+
+    def _close_intake(self, job_id: str) -> None:
+        """Mark intake closed in the store; a job without data (or deleted) gets no row."""
+        if self._store.get_job(job_id) is not None:
+            self._store.commit(job_id, WriteBatch(intake_open=False))
 
     async def revert(
         self, job_id: str, snapshot_id: str, delete_intervening_results: bool
     ) -> api.ModelSnapshot:
         """Make an older snapshot the model of a closed job, holding the job's lock so a
-        reopen cannot interleave; refused (JobNotClosedError) while it is loaded."""
+        reopen cannot interleave; refused (JobNotClosedError) while it is loaded. A close
+        step abandoned by a force-close finishes first (it could still write a snapshot)."""
+        await self._settle(job_id)
         slot = self._slot(job_id)
         async with slot.lock:
             if slot.job is not None:
@@ -228,7 +249,7 @@ class JobRuntime:
                     await asyncio.to_thread(slot.job.force_close)
 
         self._abandoned[job_id] = asyncio.ensure_future(finish())
-        await asyncio.to_thread(self._store.commit, job_id, WriteBatch(intake_open=False))
+        await asyncio.to_thread(self._close_intake, job_id)
 
     async def _settle(self, job_id: str) -> None:
         pending = self._abandoned.pop(job_id, None)

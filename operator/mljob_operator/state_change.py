@@ -119,9 +119,13 @@ class StateChange:
 
     def progress(self, status: Mapping[str, Any], generation: int) -> tuple[Progress, str]:
         """Where a job whose patch produced `generation` stands: reached, refused (with
-        the controller's message) or still pending (with its current state)."""
+        the controller's message) or still pending (with its current state). A forced
+        close is never refused; an earlier refusal of the same generation (the annotation
+        does not move it) is no answer to it."""
         if status.get("state") == self.target:
             return Progress.REACHED, self.target.value
+        if self.force:
+            return Progress.PENDING, str(status.get("state") or "pending")
         refused = refusal(status, self.target, generation)
         if refused is not None:
             return Progress.REFUSED, refused

@@ -354,3 +354,53 @@ def test_deleting_a_failed_job_force_closes_it(tmp_path: Path) -> None:
         assert h.api.status.last_close.forced is True
 
     run(test)
+
+
+def test_a_force_value_set_on_a_closed_job_is_recorded_not_kept_for_later(
+    tmp_path: Path,
+) -> None:
+    async def test() -> None:
+        h = Harness(tmp_path, spec={**SPEC, "state": "closed"})
+        await h.settle()
+        assert h.api.status.state == "closed"
+        h.api.annotate_force("stale")
+        assert await h.settle() == 1
+        assert h.api.status.last_handled_force_close == "stale"
+        assert h.events[-1].reason == Reason.FORCE_CLOSE_IGNORED
+        h.api.edit_spec(state="opened")
+        await h.settle()
+        h.api.edit_spec(state="closed")
+        await h.settle()
+        close = h.api.status.last_close
+        assert close is not None
+        assert close.forced is False
+        assert close.snapshot_id is not None, "housekeeping ran"
+
+    run(test)
+
+
+def test_an_object_recreated_under_the_same_name_does_not_inherit_the_model(
+    tmp_path: Path,
+) -> None:
+    async def test() -> None:
+        first = Harness(tmp_path)
+        first.controller.uid = "uid-1"
+        await first.settle()
+        await first.runtime.post_data("ns/j", data(30))
+        first.api.edit_spec(state="closed")
+        await first.settle()
+        assert first.api.status.model_snapshot_id is not None
+        first.runtime.close()
+
+        second = Harness(tmp_path)
+        second.controller.uid = "uid-2"
+        await second.settle()
+        last_open = second.api.status.last_open
+        assert last_open is not None
+        assert last_open.restored_snapshot_id is None, "a new model, not the old object's"
+        stats = second.runtime.stats("ns/j")
+        assert stats is not None
+        assert stats[0].processed_record_count == 0
+        second.runtime.close()
+
+    run(test)

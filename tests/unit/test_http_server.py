@@ -56,8 +56,11 @@ class NoJobs:
 class Jobs:
     """The operator's job directory, for jobs that exist and are closed."""
 
-    def __init__(self, known: set[tuple[str, str]]) -> None:
+    def __init__(
+        self, known: set[tuple[str, str]], datafeed_jobs: frozenset[str] = frozenset()
+    ) -> None:
         self.known = known
+        self.datafeed_jobs = datafeed_jobs
 
     def exists(self, namespace: str, name: str) -> bool:
         return (namespace, name) in self.known
@@ -66,7 +69,7 @@ class Jobs:
         return "closed" if (namespace, name) in self.known else None
 
     def fed_by_datafeed(self, namespace: str, name: str) -> bool:
-        return False
+        return name in self.datafeed_jobs
 
     def wake(self, job_id: str) -> None:
         pass
@@ -82,7 +85,7 @@ def with_client(tmp_path: Path, test: Callable[[Call], Awaitable[None]]) -> None
             runtime,
             Authorizer(Reviews()),
             StateRequests(NoJobs()),
-            Jobs({("ns", "web-1")}),
+            Jobs({("ns", "web-1"), ("ns", "feed-1")}, frozenset({"feed-1"})),
             max_body_bytes=1024,
         )
         async with TestClient(TestServer(api.app())) as client:
@@ -124,6 +127,17 @@ def test_check_order_and_json_errors(tmp_path: Path) -> None:
         assert code == 404
         code, body = await call("PUT", JOB + "/data", "editor")
         assert code == 405
+
+    with_client(tmp_path, test)
+
+
+def test_data_and_flush_of_a_datafeed_job_are_refused(tmp_path: Path) -> None:
+    async def test(call: Call) -> None:
+        feed = "/v1/namespaces/ns/mljobs/feed-1"
+        for path, body in ((feed + "/flush?calcInterim=true", b""), (feed + "/data", b"{}")):
+            code, answer = await call("POST", path, "editor", data=body)
+            assert code == 409, path
+            assert "datafeed" in answer["error"]["message"]
 
     with_client(tmp_path, test)
 

@@ -85,7 +85,10 @@ def closing(steps: tuple[CloseStep, ...] = (), timed_out: bool = False) -> Close
         ),
         (obs(JobState.CLOSING, "closed", force="x", close=closing()), Action.FORCE_CLOSE),
         (obs(JobState.CLOSED, "closed"), Action.NOTHING),
-        (obs(JobState.CLOSED, "closed", force="new"), Action.NOTHING),
+        (obs(JobState.CLOSED, "closed", force="new"), Action.IGNORE_FORCE),
+        (obs(JobState.CLOSED, "opened", force="new"), Action.IGNORE_FORCE),
+        (obs(JobState.CLOSED, "opened", force="new", handled="new"), Action.BEGIN_OPEN),
+        (obs(None, force="new"), Action.IGNORE_FORCE),
         (obs(JobState.CLOSED, "opened"), Action.BEGIN_OPEN),
         (obs(JobState.FAILED), Action.NOTHING),
         (obs(JobState.FAILED, "closed"), Action.REFUSE_CLOSE),
@@ -95,6 +98,22 @@ def closing(steps: tuple[CloseStep, ...] = (), timed_out: bool = False) -> Close
 )
 def test_decide(observation: Observation, action: Action) -> None:
     assert lifecycle.decide(observation).action == action
+
+
+def test_a_force_value_seen_while_closed_is_recorded_and_never_forces_later() -> None:
+    stale = obs(JobState.CLOSED, "closed", force="weeks-ago")
+    status = lifecycle.force_ignored(stale)
+    assert status.last_handled_force_close == "weeks-ago"
+    assert status.state == JobState.CLOSED
+    later = Observation(
+        spec=spec("closed"),
+        status=status.model_copy(update={"state": JobState.OPENED}),
+        generation=9,
+        force_close="weeks-ago",
+        engine_loaded=True,
+        now=NOW,
+    )
+    assert lifecycle.decide(later).action == Action.BEGIN_CLOSE, "a plain close, not forced"
 
 
 def test_steps_run_in_order_and_resume_after_the_last_recorded() -> None:

@@ -155,3 +155,50 @@ def test_calls_on_one_job_never_interleave(tmp_path: Path) -> None:
         runtime.close()
 
     run(test())
+
+
+def test_a_revert_waits_for_a_close_step_abandoned_by_a_force_close(tmp_path: Path) -> None:
+    async def test() -> None:
+        runtime = JobRuntime(open_store(tmp_path))
+        await runtime.load("ns/j", SPEC, accepting=True)
+        await runtime.post_data("ns/j", data(5))
+        await runtime.stop_intake("ns/j", "c1")
+        first = {}
+        for step in CloseStep:
+            first.update(await runtime.run_step("ns/j", "c1", step))
+        await runtime.release("ns/j")
+        await runtime.load("ns/j", SPEC, accepting=True)
+        await runtime.post_data("ns/j", data(5, T0 + 600))
+        release = asyncio.Event()
+
+        async def stuck_step() -> None:
+            await release.wait()
+
+        step = asyncio.ensure_future(stuck_step())
+        await runtime.abandon("ns/j", step)
+        reverting = asyncio.ensure_future(
+            runtime.revert("ns/j", str(first["snapshot_id"]), delete_intervening_results=True)
+        )
+        await asyncio.sleep(0.05)
+        assert not reverting.done(), "the revert waits for the abandoned step"
+        release.set()
+        reverted = await asyncio.wait_for(reverting, 10)
+        assert reverted.snapshot_id == first["snapshot_id"]
+        runtime.close()
+
+    run(test())
+
+
+def test_nothing_recreates_a_deleted_job(tmp_path: Path) -> None:
+    async def test() -> None:
+        runtime = JobRuntime(open_store(tmp_path))
+        await runtime.load("ns/j", SPEC, accepting=True, uid="u1")
+        await runtime.post_data("ns/j", data(5))
+        await runtime.delete_data("ns/j")
+        await runtime.force_close("ns/j")
+        assert not runtime.known("ns/j")
+        await runtime.force_close("ns/never")
+        assert not runtime.known("ns/never"), "force-closing a job without data stores nothing"
+        runtime.close()
+
+    run(test())

@@ -67,3 +67,11 @@ def test_force_values_differ_and_are_ordered() -> None:
     early = force_value(datetime(2026, 1, 1, tzinfo=UTC))
     assert early == "2026-01-01T00:00:00.000000Z"
     assert force_value() > early
+
+
+def test_a_forced_close_is_not_answered_by_an_earlier_refusal() -> None:
+    """Forcing a failed job whose plain close was refused: the annotation does not move the
+    generation, so the old CloseRefused condition looks current; it is not the answer."""
+    forced = StateChange(JobState.CLOSED, force=True)
+    assert forced.progress(REFUSED, 4) == (Progress.PENDING, "failed")
+    assert forced.progress({"state": "closed"}, 4)[0] == Progress.REACHED

@@ -42,6 +42,8 @@ class Reason(StrEnum):
     """Housekeeping finished and the job is closed."""
     FORCE_CLOSED = "ForceClosed"
     """Closed by the force-close annotation (or `?force=true`) without housekeeping."""
+    FORCE_CLOSE_IGNORED = "ForceCloseIgnored"
+    """(Event only) a force-close value set while the job was closed: nothing to force."""
     DATAFEED_ENDED = "DatafeedEnded"
     """The datafeed reached `spec.datafeed.end` and closed the job by itself."""
     CLOSE_REFUSED = "CloseRefused"

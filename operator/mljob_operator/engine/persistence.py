@@ -59,6 +59,9 @@ class JobRow:
     close_complete: bool
     data_counts: DataCounts
     model_size_stats: ModelSizeStats
+    owner_uid: str | None = None
+    """The uid of the object the job's data belongs to (another object under the same
+    name must not inherit it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +107,7 @@ class WriteBatch:
     delete_results_before_ms: int | None = None
     delete_results_after_ms: int | None = None
     close_step: StepRecord | None = None
+    owner_uid: str | None = None
 
 
 BUCKET_SORTS = ("timestamp", "anomaly_score", "initial_anomaly_score", "event_count", "bucket_span")

@@ -132,6 +132,15 @@ class DataApi:
             "spec.state: opened (or POST .../open) to reopen it. Its results stay readable."
         )
 
+    def _refuse_if_fed_by_datafeed(self, job_id: str) -> None:
+        """Data and time of a datafeed job come from its datafeed alone: a post or a flush
+        from outside would interleave with its pulls."""
+        if self.jobs.fed_by_datafeed(*job_id.split("/", 1)):
+            raise Conflict(
+                f"MLJob {job_id} takes its data from its datafeed (spec.datafeed); remove "
+                "the datafeed to post data to it or flush it"
+            )
+
     async def _translated(self, work: Awaitable[T]) -> T:
         """Store errors as API errors: 404, 409 for the active snapshot, else 400."""
         try:
@@ -161,13 +170,9 @@ class DataApi:
 
     async def post_data(self, request: web.Request) -> web.Response:
         job_id = self._job(request)
+        self._refuse_if_fed_by_datafeed(job_id)
         if not self.runtime.is_accepting(job_id):
             raise self._not_open(job_id)
-        if self.jobs.fed_by_datafeed(*job_id.split("/", 1)):
-            raise Conflict(
-                f"MLJob {job_id} takes its data from its datafeed (spec.datafeed); remove "
-                "the datafeed to post data to it"
-            )
         body = await self._body(request)
         if not body.strip():
             raise BadRequest("empty body: send NDJSON or a JSON array of records")
@@ -182,6 +187,7 @@ class DataApi:
 
     async def flush(self, request: web.Request) -> web.Response:
         job_id = self._job(request)
+        self._refuse_if_fed_by_datafeed(job_id)
         q = request.query
         calc_interim = parse_bool(q, "calcInterim")
         advance, skip = parse_time_ms(q, "advanceTime"), parse_time_ms(q, "skipTime")

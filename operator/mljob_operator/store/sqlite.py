@@ -110,6 +110,9 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (job_id, close_id, step)
     ) WITHOUT ROWID;
     """,
+    """
+    ALTER TABLE jobs ADD COLUMN owner_uid TEXT
+    """,
 )
 
 _BUCKET_SORT = {
@@ -289,7 +292,7 @@ class SQLiteStore:
             self._reader()
             .execute(
                 "SELECT active_snapshot_id, intake_open, close_id, close_complete, data_counts,"
-                " model_size_stats FROM jobs WHERE job_id = ?",
+                " model_size_stats, owner_uid FROM jobs WHERE job_id = ?",
                 (job_id,),
             )
             .fetchone()
@@ -304,6 +307,7 @@ class SQLiteStore:
             close_complete=bool(row[3]),
             data_counts=DataCounts.from_dict(orjson.loads(row[4])),
             model_size_stats=ModelSizeStats.from_dict(orjson.loads(row[5])),
+            owner_uid=row[6],
         )
 
     def list_jobs(self) -> list[str]:
@@ -627,6 +631,7 @@ def _update_job_row(w: sqlite3.Connection, job_id: str, b: WriteBatch) -> None:
         ("close_id", b.close_id),
         ("close_complete", None if b.close_complete is None else int(b.close_complete)),
         ("active_snapshot_id", b.activate_snapshot),
+        ("owner_uid", b.owner_uid),
     ):
         if value is not None:
             sets.append(f"{column} = ?")
