@@ -30,6 +30,7 @@ from mljob_operator.api import (
     MLJobStatus,
     Reason,
 )
+from mljob_operator.datafeed import SourceAccess
 from mljob_operator.datafeed_supervisor import DatafeedSupervisor
 from mljob_operator.events import Event, EventSink
 from mljob_operator.faults import FaultInjector
@@ -109,7 +110,7 @@ class JobController:
             clock=clock,
             on_change=self.wake.set,
             on_error=lambda message: self.emit(events.datafeed_error(message)),
-            max_bytes=settings.max_body_bytes,
+            access=SourceAccess(settings.max_body_bytes, settings.datafeed_policy),
         )
         self._actions: dict[Action, Callable[[Observation, Decision], Awaitable[None]]] = {
             Action.INITIALIZE_CLOSED: self._initialize_closed,

@@ -24,7 +24,13 @@ from mljob_operator.api import (
     MLJobSpec,
     parse_duration,
 )
-from mljob_operator.datafeed import FeedConfig, FeedError, HttpQuery, PrometheusQuery
+from mljob_operator.datafeed import (
+    FeedConfig,
+    FeedError,
+    HttpQuery,
+    PrometheusQuery,
+    SourceAccess,
+)
 from mljob_operator.datafeed.runner import FeedRunner, JobStopped, Progress
 from mljob_operator.engine.errors import JobClosedError
 from mljob_operator.faults import FaultInjector
@@ -95,11 +101,11 @@ class DatafeedSupervisor:
         clock: Callable[[], datetime],
         on_change: Callable[[], None],
         on_error: Callable[[str], None],
-        max_bytes: int,
+        access: SourceAccess,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.job_id, self.runtime, self.faults, self.clock = job_id, runtime, faults, clock
-        self._on_change, self._on_error, self._max_bytes = on_change, on_error, max_bytes
+        self._on_change, self._on_error, self._access = on_change, on_error, access
         self._monotonic = monotonic
         self.progress: Progress | None = None
         self._feed: FeedRunner | None = None
@@ -149,7 +155,7 @@ class DatafeedSupervisor:
             clock_ms=lambda: _ms(self.clock()) or 0,
             on_change=self._on_change,
             on_error=self._error,
-            max_bytes=self._max_bytes,
+            access=self._access,
         )
         self._feed.start()
         log.info("%s: datafeed started at %s", self.job_id, self.progress.searched_until)

@@ -102,8 +102,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.background.instant_exit_timeout = 1.0
     settings.scanning.disabled = True  # no namespace/CRD watching: least privilege
     op = OperatorSettings.from_env()
+    kube = KubeClient()
+    op = op.with_datafeed_policy(kube.endpoints())
     runtime = JobRuntime(open_store(op.data_dir))
-    registry = Registry(runtime=runtime, kube=KubeClient(), settings=op)
+    registry = Registry(runtime=runtime, kube=kube, settings=op)
 
     api = DataApi(
         registry.runtime,

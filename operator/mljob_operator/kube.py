@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
@@ -122,6 +123,17 @@ class KubeClient:
         body["spec"] = spec  # type: ignore[assignment]
         result = await self._call(self._authz.create_subject_access_review, body)
         return result.status is not None and bool(result.status.allowed)
+
+    def endpoints(self) -> tuple[tuple[str, int], ...]:
+        """(host, port) of the apiserver as this client reaches it, and in a cluster its
+        Service address too."""
+        url = urllib3.util.parse_url(self._api_client.configuration.host)
+        found = [(url.host or "", url.port or (443 if url.scheme == "https" else 80))]
+        service_host = os.environ.get("KUBERNETES_SERVICE_HOST")
+        service_port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+        if service_host and service_port.isdigit():
+            found.append((service_host, int(service_port)))
+        return tuple((host.strip("[]"), port) for host, port in found if host)
 
     def close(self) -> None:
         self._api_client.close()

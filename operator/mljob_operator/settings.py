@@ -7,8 +7,10 @@ Everything that differs between a laptop, CI and a cluster is an environment var
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+from mljob_operator.datafeed.destinations import DestinationPolicy
 
 DEFAULT_HTTP_ADDR = "127.0.0.1:8080"
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
@@ -46,6 +48,11 @@ class OperatorSettings:
     e.g. the Service's DNS name)."""
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     """Largest accepted request body (`MLJOB_HTTP_MAX_BODY`, bytes); larger ones get 413."""
+    datafeed_allow: tuple[str, ...] = ()
+    """Hosts, IPs or CIDRs a datafeed may reach although they are link-local or the
+    apiserver (`MLJOB_DATAFEED_ALLOW`, comma list); see `datafeed/destinations.py`."""
+    datafeed_policy: DestinationPolicy = field(default_factory=DestinationPolicy)
+    """Built at startup from `datafeed_allow` and the apiserver's address."""
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> OperatorSettings:
@@ -65,11 +72,20 @@ class OperatorSettings:
             tls_enabled=values.get("MLJOB_TLS", "on").strip().lower() not in OFF_WORDS,
             tls_cert=_path(values.get("MLJOB_TLS_CERT")),
             tls_key=_path(values.get("MLJOB_TLS_KEY")),
-            tls_names=tuple(
-                n.strip() for n in values.get("MLJOB_TLS_SANS", "").split(",") if n.strip()
-            ),
+            tls_names=_words(values.get("MLJOB_TLS_SANS", "")),
             max_body_bytes=int(values.get("MLJOB_HTTP_MAX_BODY", str(DEFAULT_MAX_BODY_BYTES))),
+            datafeed_allow=_words(values.get("MLJOB_DATAFEED_ALLOW", "")),
         )
+
+    def with_datafeed_policy(self, apiserver: tuple[tuple[str, int], ...]) -> OperatorSettings:
+        """These settings with the datafeed policy for this apiserver (in-cluster, its
+        Service address from KUBERNETES_SERVICE_HOST/PORT is refused too)."""
+        policy = DestinationPolicy.build(apiserver, self.datafeed_allow)
+        return replace(self, datafeed_policy=policy)
+
+
+def _words(value: str) -> tuple[str, ...]:
+    return tuple(w.strip() for w in value.split(",") if w.strip())
 
 
 def _path(value: str | None) -> Path | None:

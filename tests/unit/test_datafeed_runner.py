@@ -126,7 +126,8 @@ def test_errors_are_reported_retried_and_cleared() -> None:
             engine, progress, errors = Engine(), Progress(), []
             await run_feed(url, engine, progress, errors)
         assert len(errors) == 1
-        assert "HTTP 503: not now" in errors[0]
+        assert errors[0].endswith("/data: HTTP 503")
+        assert "not now" not in errors[0], "what the server said is not echoed"
         assert asked[0] == asked[1]
         assert progress.last_error is None
         assert progress.last_error_ms is not None

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mljob_operator.api import DatafeedState, DatafeedStatus, MLJobSpec
-from mljob_operator.datafeed import HttpQuery, PrometheusQuery
+from mljob_operator.datafeed import HttpQuery, PrometheusQuery, SourceAccess
 from mljob_operator.datafeed.runner import Progress
 from mljob_operator.datafeed_supervisor import (
     ERROR_EVENT_REPEAT_S,
@@ -75,7 +75,7 @@ class Harness:
             clock=lambda: datetime.fromtimestamp(END / 1000, UTC) + timedelta(hours=1),
             on_change=self._changed,
             on_error=self.errors.append,
-            max_bytes=1 << 20,
+            access=SourceAccess(1 << 20),
             monotonic=lambda: self.now_s,
         )
 

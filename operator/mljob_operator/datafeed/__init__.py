@@ -7,6 +7,7 @@ Nothing here knows Kubernetes or the API models: the controller builds a `FeedCo
 from the spec and gives the runner callables that post to the engine.
 """
 
+from mljob_operator.datafeed.destinations import DestinationPolicy
 from mljob_operator.datafeed.planner import (
     FeedConfig,
     HttpQuery,
@@ -17,14 +18,16 @@ from mljob_operator.datafeed.planner import (
     resume_point,
     retry_delay_s,
 )
-from mljob_operator.datafeed.sources import FeedError
+from mljob_operator.datafeed.sources import FeedError, SourceAccess
 
 __all__ = [
+    "DestinationPolicy",
     "FeedConfig",
     "FeedError",
     "HttpQuery",
     "Plan",
     "PrometheusQuery",
+    "SourceAccess",
     "Window",
     "plan",
     "resume_point",

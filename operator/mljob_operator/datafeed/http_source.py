@@ -15,7 +15,7 @@ import aiohttp
 import numpy as np
 
 from mljob_operator.datafeed.planner import HttpQuery, Window
-from mljob_operator.datafeed.sources import FeedError, ndjson, request, snippet
+from mljob_operator.datafeed.sources import FeedError, SourceAccess, ndjson, request
 from mljob_operator.engine.errors import DataFormatError
 from mljob_operator.engine.ingest import column, parse_records, parse_times
 
@@ -50,10 +50,12 @@ async def fetch(
     window: Window,
     time_field: str,
     time_format: str,
-    max_bytes: int,
+    access: SourceAccess,
 ) -> tuple[bytes, int]:
     url, params = with_window(source.url, window)
-    status, body = await request(session, "GET", url, params=params, max_bytes=max_bytes)
+    status, body = await request(
+        session, "GET", url, params=params, max_bytes=access.max_bytes, policy=access.policy
+    )
     if status >= 300:
-        raise FeedError(f"GET {source.url}: HTTP {status}: {snippet(body)}")
+        raise FeedError(f"GET {source.url}: HTTP {status}")
     return within(body, window, time_field, time_format)

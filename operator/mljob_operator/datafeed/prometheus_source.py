@@ -17,7 +17,14 @@ import aiohttp
 import orjson
 
 from mljob_operator.datafeed.planner import PrometheusQuery, Window
-from mljob_operator.datafeed.sources import FeedError, format_time, ndjson, request, snippet
+from mljob_operator.datafeed.sources import (
+    FeedError,
+    SourceAccess,
+    format_time,
+    ndjson,
+    one_line,
+    request,
+)
 
 
 def eval_range(window: Window, step_ms: int) -> tuple[int, int] | None:
@@ -55,7 +62,7 @@ async def fetch(
     window: Window,
     time_field: str,
     time_format: str,
-    max_bytes: int,
+    access: SourceAccess,
 ) -> tuple[bytes, int]:
     """NDJSON of the window's samples and how many records it holds."""
     span = eval_range(window, source.step_ms)
@@ -68,18 +75,17 @@ async def fetch(
         "end": _seconds(span[1]),
         "step": _seconds(source.step_ms),
     }
-    status, body = await request(session, "POST", url, data=form, max_bytes=max_bytes)
+    status, body = await request(
+        session, "POST", url, data=form, max_bytes=access.max_bytes, policy=access.policy
+    )
     try:
         answer = orjson.loads(body)
     except orjson.JSONDecodeError:
-        raise FeedError(f"{url}: HTTP {status}, not a Prometheus answer: {snippet(body)}") from None
+        raise FeedError(f"{url}: HTTP {status}, not a Prometheus answer") from None
     if not isinstance(answer, dict) or answer.get("status") != "success":
-        detail = (
-            f"{answer.get('errorType', 'error')}: {answer.get('error', snippet(body))}"
-            if isinstance(answer, dict)
-            else snippet(body)
+        raise FeedError(
+            f"Prometheus {source.url} (HTTP {status}) refused the query: {_api_error(answer)}"
         )
-        raise FeedError(f"Prometheus {source.url} (HTTP {status}) refused the query: {detail}")
     data = answer.get("data") or {}
     if data.get("resultType") != "matrix":
         raise FeedError(
@@ -92,6 +98,23 @@ async def fetch(
     except (TypeError, ValueError) as err:
         raise FeedError(f"Prometheus {source.url}: malformed matrix: {err}") from None
     return ndjson(records), len(records)
+
+
+PROMETHEUS_ERROR_TYPES = frozenset(
+    ("bad_data", "timeout", "canceled", "execution", "internal", "unavailable", "not_found")
+)
+"""The `errorType` values of Prometheus's HTTP API (web/api/v1)."""
+
+
+def _api_error(answer: Any) -> str:
+    """A Prometheus API error as `errorType: error`; nothing of any other answer (the
+    server may be anything the URL points at)."""
+    if not isinstance(answer, dict) or answer.get("status") != "error":
+        return "not a Prometheus API answer"
+    kind, message = answer.get("errorType"), answer.get("error")
+    if kind not in PROMETHEUS_ERROR_TYPES or not isinstance(message, str):
+        return "not a Prometheus API answer"
+    return f"{kind}: {one_line(message)}"
 
 
 def _seconds(ms: int) -> str:

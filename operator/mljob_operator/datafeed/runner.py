@@ -19,6 +19,7 @@ from typing import Protocol
 import aiohttp
 
 from mljob_operator.datafeed import http_source, prometheus_source
+from mljob_operator.datafeed.destinations import GuardedResolver
 from mljob_operator.datafeed.planner import (
     FeedConfig,
     HttpQuery,
@@ -27,7 +28,7 @@ from mljob_operator.datafeed.planner import (
     resume_point,
     retry_delay_s,
 )
-from mljob_operator.datafeed.sources import DEFAULT_MAX_RESPONSE_BYTES, FeedError
+from mljob_operator.datafeed.sources import FeedError, SourceAccess
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +71,12 @@ class FeedRunner:
         clock_ms: Callable[[], int],
         on_change: Callable[[], None],
         on_error: Callable[[str], None],
-        max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        access: SourceAccess | None = None,
     ) -> None:
         self.name, self.config, self.progress = name, config, progress
         self._target = target
         self._clock_ms, self._on_change, self._on_error = clock_ms, on_change, on_error
-        self._max_bytes = max_bytes
+        self._access = access or SourceAccess()
         self._task: asyncio.Task[None] | None = None
         self._inflight: asyncio.Future[None] | None = None
 
@@ -101,7 +102,8 @@ class FeedRunner:
         p, cfg = self.progress, self.config
         p.running = True
         try:
-            async with aiohttp.ClientSession() as session:
+            connector = aiohttp.TCPConnector(resolver=GuardedResolver(self._access.policy))
+            async with aiohttp.ClientSession(connector=connector) as session:
                 self._on_change()
                 failures = 0
                 while True:
@@ -153,7 +155,7 @@ class FeedRunner:
 
     async def _pull(self, session: aiohttp.ClientSession, window: Window) -> int:
         cfg, source = self.config, self.config.source
-        args = (window, cfg.time_field, cfg.time_format, self._max_bytes)
+        args = (window, cfg.time_field, cfg.time_format, self._access)
         if isinstance(source, HttpQuery):
             body, count = await http_source.fetch(session, source, *args)
         else:

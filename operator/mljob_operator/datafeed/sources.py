@@ -2,19 +2,26 @@
 limits, and records written in the job's time format.
 
 Every failure to get usable data (unreachable, timeout, HTTP error, bad query, malformed
-body, too large) becomes a `FeedError` whose message says what and where, because it is
-shown verbatim in `status.datafeed.lastError` and in a Warning event.
+body, too large, a refused destination) becomes a `FeedError` whose message says what and
+where, because it is shown verbatim in `status.datafeed.lastError` and in a Warning event.
+It never quotes what the server answered: the URL is user-typed and the operator fetches
+it from inside the cluster, so status must not become a way to read other services.
+Redirects are not followed, for the same reason.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 import orjson
+from yarl import URL
+
+from mljob_operator.datafeed.destinations import DestinationPolicy, DestinationRefused
 
 DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=120, sock_connect=10)
@@ -22,6 +29,14 @@ REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=120, sock_connect=10)
 
 class FeedError(Exception):
     """A pull failed; the message is for users."""
+
+
+@dataclass(frozen=True)
+class SourceAccess:
+    """What a datafeed may fetch: how much per answer, and from where."""
+
+    max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+    policy: DestinationPolicy = field(default_factory=DestinationPolicy)
 
 
 READ_CHUNK_BYTES = 256 * 1024
@@ -35,28 +50,52 @@ async def request(
     params: Mapping[str, str] | None = None,
     data: Mapping[str, str] | None = None,
     max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+    policy: DestinationPolicy | None = None,
 ) -> tuple[int, bytes]:
-    """The status and body of one request, read up to `max_bytes`."""
+    """The status and body of one request, read up to `max_bytes`; a redirect is an error."""
     try:
+        target = URL(url)
+        if policy is not None and target.host is not None:
+            policy.check(target.host, target.port or 0)
         async with session.request(
-            method, url, params=params, data=data, timeout=REQUEST_TIMEOUT
+            method,
+            url,
+            params=params,
+            data=data,
+            timeout=REQUEST_TIMEOUT,
+            allow_redirects=False,
         ) as resp:
-            if resp.content_length is not None and resp.content_length > max_bytes:
-                raise FeedError(_too_large(url, max_bytes))
-            # StreamReader.read(n) returns what has arrived so far, not n bytes: read to EOF
-            chunks, size = [], 0
-            async for chunk in resp.content.iter_chunked(READ_CHUNK_BYTES):
-                size += len(chunk)
-                if size > max_bytes:
-                    raise FeedError(_too_large(url, max_bytes))
-                chunks.append(chunk)
-            return resp.status, b"".join(chunks)
+            if 300 <= resp.status < 400:
+                raise FeedError(
+                    f"{method} {url}: HTTP {resp.status}, a redirect; redirects are not "
+                    "followed: give the final URL"
+                )
+            return resp.status, await _read(resp, url, max_bytes)
     except TimeoutError:
         raise FeedError(f"{method} {url}: no answer within {REQUEST_TIMEOUT.total:.0f}s") from None
     except asyncio.CancelledError:
         raise
-    except aiohttp.ClientError as err:
+    except DestinationRefused as err:
+        raise FeedError(f"{method} {url}: refused: {err}") from None
+    except aiohttp.ClientConnectorError as err:
+        what = "refused" if isinstance(err.os_error, DestinationRefused) else "cannot connect"
+        raise FeedError(f"{method} {url}: {what}: {err.os_error}") from None
+    except (aiohttp.ClientError, ValueError) as err:
         raise FeedError(f"{method} {url}: {type(err).__name__}: {err}") from None
+
+
+async def _read(resp: aiohttp.ClientResponse, url: str, max_bytes: int) -> bytes:
+    """The whole body, or FeedError past `max_bytes` (announced or streamed)."""
+    if resp.content_length is not None and resp.content_length > max_bytes:
+        raise FeedError(_too_large(url, max_bytes))
+    # StreamReader.read(n) returns what has arrived so far, not n bytes: read to EOF
+    chunks, size = [], 0
+    async for chunk in resp.content.iter_chunked(READ_CHUNK_BYTES):
+        size += len(chunk)
+        if size > max_bytes:
+            raise FeedError(_too_large(url, max_bytes))
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _too_large(url: str, max_bytes: int) -> str:
@@ -65,9 +104,10 @@ def _too_large(url: str, max_bytes: int) -> str:
     )
 
 
-def snippet(body: bytes, limit: int = 300) -> str:
-    text = body.decode("utf-8", errors="replace").strip()
-    return text if len(text) <= limit else text[:limit] + "…"
+def one_line(text: str, limit: int = 200) -> str:
+    """A short, printable, single-line form of a structured error field."""
+    cleaned = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    return cleaned if len(cleaned) <= limit else cleaned[:limit] + "…"
 
 
 def format_time(ms: int, time_format: str) -> Any:
