@@ -78,8 +78,9 @@ async def request(
     except DestinationRefused as err:
         raise FeedError(f"{method} {url}: refused: {err}") from None
     except aiohttp.ClientConnectorError as err:
-        what = "refused" if isinstance(err.os_error, DestinationRefused) else "cannot connect"
-        raise FeedError(f"{method} {url}: {what}: {err.os_error}") from None
+        if isinstance(err.os_error, DestinationRefused):
+            raise FeedError(f"{method} {url}: refused: {err.os_error}") from None
+        raise FeedError(f"{method} {url}: {err}") from None
     except (aiohttp.ClientError, ValueError) as err:
         raise FeedError(f"{method} {url}: {type(err).__name__}: {err}") from None
 
