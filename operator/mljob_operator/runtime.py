@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -26,7 +27,7 @@ from mljob_operator.api import (
 from mljob_operator.api import results as api
 from mljob_operator.api.results import Flushed
 from mljob_operator.engine.config import DetectorConfig, JobConfig
-from mljob_operator.engine.errors import ConfigError
+from mljob_operator.engine.errors import ConfigError, StoreWriteError
 from mljob_operator.engine.job import Job, JobNotClosedError, revert_to_snapshot
 from mljob_operator.engine.persistence import (
     ResultsQuery,
@@ -37,6 +38,7 @@ from mljob_operator.engine.persistence import (
 from mljob_operator.engine.results import PruneResult
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class JobNotOpenError(Exception):
@@ -45,6 +47,14 @@ class JobNotOpenError(Exception):
 
 class InvalidSpecError(Exception):
     """The spec passed the CRD schema but the engine cannot run it."""
+
+
+class StoreUnavailableError(Exception):
+    """The store refused a write; nothing of the request was acknowledged and the job was
+    reopened from what the store holds (or will be, on its next call). Retry later."""
+
+
+RETRY_AFTER_S = 5
 
 
 def engine_config(spec: MLJobSpec) -> JobConfig:
@@ -95,6 +105,7 @@ class _Slot:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     job: Job | None = None
     accepting: bool = False
+    config: JobConfig | None = None
 
 
 class JobRuntime:
@@ -115,9 +126,44 @@ class JobRuntime:
         slot = self._slots.get(job_id)
         return slot is not None and slot.job is not None and slot.accepting
 
-    async def _run(self, job_id: str, fn: Callable[[], T]) -> T:
-        async with self._slot(job_id).lock:
-            return await asyncio.to_thread(fn)
+    async def _call(self, job_id: str, slot: _Slot, fn: Callable[[Job], T]) -> T:
+        """`fn(job)` in a worker thread, the slot's lock held by the caller. A store that
+        refuses a write leaves no zombie: the job is reopened from the store (which holds
+        exactly what was acknowledged) and the caller gets StoreUnavailableError."""
+        job = await self._healthy(job_id, slot)
+        try:
+            return await asyncio.to_thread(fn, job)
+        except StoreWriteError as err:
+            await self._reopen(job_id, slot)
+            raise StoreUnavailableError(str(err)) from err
+
+    async def _healthy(self, job_id: str, slot: _Slot) -> Job:
+        if slot.job is None:
+            raise JobNotOpenError(job_id)
+        if slot.job.failed:
+            await self._reopen(job_id, slot)
+            if slot.job.failed:
+                raise StoreUnavailableError(f"job {job_id} cannot be reloaded from the store")
+        return slot.job
+
+    async def _reopen(self, job_id: str, slot: _Slot) -> None:
+        """Replace a failed job by one reopened from the store; keep it if that fails too
+        (the next call tries again)."""
+        config = slot.config
+        if config is None:
+            return
+        try:
+            slot.job = await asyncio.to_thread(self._reopened, job_id, config, slot.accepting)
+        except Exception:
+            log.exception("%s: reopening from the store failed; will retry", job_id)
+
+    def _reopened(self, job_id: str, config: JobConfig, accepting: bool) -> Job:
+        """The job as the store has it; a close in progress keeps its intake stopped."""
+        job = Job.open(self._store, job_id, config)
+        row = self._store.get_job(job_id)
+        if not accepting and row is not None and row.close_id and not row.close_complete:
+            job.stop_intake(row.close_id)
+        return job
 
     async def load(
         self, job_id: str, spec: MLJobSpec, *, accepting: bool, uid: str | None = None
@@ -132,6 +178,7 @@ class JobRuntime:
             if slot.job is None:
                 await asyncio.to_thread(self._claim, job_id, uid)
                 slot.job = await asyncio.to_thread(Job.open, self._store, job_id, config)
+                slot.config = config
             slot.accepting = accepting
             return slot.job.active_snapshot_id
 
@@ -145,19 +192,12 @@ class JobRuntime:
         if row is None or row.owner_uid != uid:
             self._store.commit(job_id, WriteBatch(owner_uid=uid))
 
-    def _job(self, job_id: str) -> Job:
-        slot = self._slots.get(job_id)
-        if slot is None or slot.job is None:
-            raise JobNotOpenError(job_id)
-        return slot.job
-
     async def post_data(self, job_id: str, body: bytes) -> DataCounts:
         slot = self._slot(job_id)
         async with slot.lock:
             if slot.job is None or not slot.accepting:
                 raise JobNotOpenError(job_id)
-            job = slot.job
-            counts = await asyncio.to_thread(job.post_data, body)
+            counts = await self._call(job_id, slot, lambda job: job.post_data(body))
         return to_api.data_counts(counts)
 
     async def flush(
@@ -167,8 +207,9 @@ class JobRuntime:
         async with slot.lock:
             if slot.job is None or not slot.accepting:
                 raise JobNotOpenError(job_id)
-            job = slot.job
-            result = await asyncio.to_thread(job.flush, calc_interim, advance_ms, skip_ms)
+            result = await self._call(
+                job_id, slot, lambda job: job.flush(calc_interim, advance_ms, skip_ms)
+            )
         return to_api.flushed(result)
 
     async def stop_intake(self, job_id: str, close_id: str) -> None:
@@ -176,13 +217,15 @@ class JobRuntime:
         async with slot.lock:
             slot.accepting = False
             if slot.job is not None:
-                await asyncio.to_thread(slot.job.stop_intake, close_id)
+                await self._call(job_id, slot, lambda job: job.stop_intake(close_id))
 
     async def run_step(self, job_id: str, close_id: str, step: CloseStep) -> dict[str, Any]:
         """One housekeeping step; returns the CloseRecord fields it fills in."""
-        job = self._job(job_id)
         run, record = STEP_CALLS[step]
-        return record(await self._run(job_id, lambda: run(job, close_id)))
+        slot = self._slot(job_id)
+        async with slot.lock:
+            done = await self._call(job_id, slot, lambda job: run(job, close_id))
+        return record(done)
 
     async def release(self, job_id: str) -> None:
         slot = self._slots.pop(job_id, None)
@@ -264,7 +307,7 @@ class JobRuntime:
     def stats(self, job_id: str) -> tuple[DataCounts, ModelSizeStats] | None:
         """The live counts of a job loaded in this process."""
         slot = self._slots.get(job_id)
-        if slot is None or slot.job is None:
+        if slot is None or slot.job is None or slot.job.failed:
             return None
         job = slot.job
         return to_api.data_counts(job.data_counts), to_api.model_size_stats(job.model_size_stats)

@@ -27,6 +27,7 @@ from mljob_operator.http.tls import generated_pair, server_context
 from mljob_operator.runtime import JobRuntime
 from mljob_operator.settings import OperatorSettings
 from mljob_operator.store import open_store
+from tests.unit.test_runtime import SPEC, FlakyStore, data
 
 JOB = "/v1/namespaces/ns/mljobs/web-1"
 TOKENS = {"viewer": {"results", "snapshots"}, "editor": {"results", "snapshots", "data", "close"}}
@@ -238,3 +239,32 @@ def test_tls_can_be_turned_off(value: str) -> None:
     settings = OperatorSettings.from_env({"MLJOB_TLS": value})
     assert settings.tls_enabled is False
     assert OperatorSettings.from_env({}).tls_enabled is True
+
+
+def test_a_store_that_refuses_writes_answers_503_with_retry_after(tmp_path: Path) -> None:
+    async def main() -> None:
+        store = FlakyStore(tmp_path / "flaky.sqlite")
+        runtime = JobRuntime(store)
+        await runtime.load("ns/web-1", SPEC, accepting=True)
+        api = DataApi(
+            runtime,
+            Authorizer(Reviews()),
+            StateRequests(NoJobs()),
+            Jobs({("ns", "web-1")}),
+            max_body_bytes=1 << 20,
+        )
+        headers = {"Authorization": "Bearer editor"}
+        async with TestClient(TestServer(api.app())) as client:
+            store.full = True
+            resp = await client.post(JOB + "/data", data=data(5), headers=headers)
+            assert resp.status == 503
+            assert resp.headers["Retry-After"] == "5"
+            body = await resp.json()
+            assert "nothing of this request was stored" in body["error"]["message"]
+            store.full = False
+            resp = await client.post(JOB + "/data", data=data(5), headers=headers)
+            assert resp.status == 202
+            assert (await resp.json())["processedRecordCount"] == 10
+        runtime.close()
+
+    asyncio.run(main())

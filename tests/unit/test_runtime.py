@@ -5,6 +5,7 @@ revert on a real engine over a temporary SQLite store."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
@@ -14,9 +15,15 @@ import pytest
 
 from mljob_operator.api import CloseStep, MLJobSpec
 from mljob_operator.engine.job import JobNotClosedError
-from mljob_operator.engine.persistence import ResultsQuery, SnapshotQuery
-from mljob_operator.runtime import InvalidSpecError, JobNotOpenError, JobRuntime, engine_config
-from mljob_operator.store import open_store
+from mljob_operator.engine.persistence import CommitResult, ResultsQuery, SnapshotQuery, WriteBatch
+from mljob_operator.runtime import (
+    InvalidSpecError,
+    JobNotOpenError,
+    JobRuntime,
+    StoreUnavailableError,
+    engine_config,
+)
+from mljob_operator.store import SQLiteStore, open_store
 
 T0 = 1_764_547_200  # 2025-12-01T00:00:00Z
 SPEC = MLJobSpec.model_validate(
@@ -199,6 +206,69 @@ def test_nothing_recreates_a_deleted_job(tmp_path: Path) -> None:
         assert not runtime.known("ns/j")
         await runtime.force_close("ns/never")
         assert not runtime.known("ns/never"), "force-closing a job without data stores nothing"
+        runtime.close()
+
+    run(test())
+
+
+class FlakyStore(SQLiteStore):
+    """A real SQLite store whose commits fail while `full` is set, as on a full disk."""
+
+    full = False
+
+    def commit(self, job_id: str, batch: WriteBatch) -> CommitResult:
+        if self.full:
+            raise sqlite3.OperationalError("database or disk is full")
+        return super().commit(job_id, batch)
+
+
+def test_a_refused_store_write_answers_unavailable_and_loses_nothing_acknowledged(
+    tmp_path: Path,
+) -> None:
+    async def test() -> None:
+        store = FlakyStore(tmp_path / "flaky.sqlite")
+        runtime = JobRuntime(store)
+        await runtime.load("ns/j", SPEC, accepting=True)
+        acknowledged = (await runtime.post_data("ns/j", data(10))).processed_record_count
+        store.full = True
+        with pytest.raises(StoreUnavailableError, match="disk is full"):
+            await runtime.post_data("ns/j", data(10, T0 + 600))
+        with pytest.raises(StoreUnavailableError):
+            await runtime.flush("ns/j", False, (T0 + 3600) * 1000, None)
+        assert runtime.is_accepting("ns/j"), "the job stays open"
+        assert runtime.stats("ns/j") is None, "no figures from a model ahead of the store"
+
+        store.full = False
+        counts = await runtime.post_data("ns/j", data(10, T0 + 600))
+        assert counts.processed_record_count == acknowledged + 20, (
+            "reloaded from what was acknowledged, and it carries on"
+        )
+        await runtime.release("ns/j")
+        await runtime.load("ns/j", SPEC, accepting=True)
+        replayed = runtime.stats("ns/j")
+        assert replayed is not None
+        assert replayed[0].processed_record_count == acknowledged + 20
+        runtime.close()
+
+    run(test())
+
+
+def test_a_close_step_the_store_refuses_is_retried_after_a_reload(tmp_path: Path) -> None:
+    async def test() -> None:
+        store = FlakyStore(tmp_path / "flaky.sqlite")
+        runtime = JobRuntime(store)
+        await runtime.load("ns/j", SPEC, accepting=True)
+        await runtime.post_data("ns/j", data(10))
+        await runtime.stop_intake("ns/j", "c1")
+        store.full = True
+        with pytest.raises(StoreUnavailableError):
+            await runtime.run_step("ns/j", "c1", CloseStep.FLUSH)
+        store.full = False
+        fields = {}
+        for step in CloseStep:
+            fields.update(await runtime.run_step("ns/j", "c1", step))
+        assert fields["snapshot_id"]
+        assert len(store.all_snapshots("ns/j")) == 1
         runtime.close()
 
     run(test())

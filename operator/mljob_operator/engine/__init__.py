@@ -14,6 +14,7 @@ from mljob_operator.engine.errors import (
     EngineError,
     JobClosedError,
     JobFailedError,
+    StoreWriteError,
 )
 from mljob_operator.engine.job import Job, JobNotClosedError, revert_to_snapshot
 from mljob_operator.engine.results import (
@@ -43,5 +44,6 @@ __all__ = [
     "ModelSnapshot",
     "PruneResult",
     "RecordResult",
+    "StoreWriteError",
     "revert_to_snapshot",
 ]

@@ -19,4 +19,10 @@ class JobClosedError(EngineError):
 
 
 class JobFailedError(EngineError):
-    """A store write failed after the model changed; the job must be reopened."""
+    """A store write failed after the model changed; the job must be reopened (from the
+    store, which holds exactly what was acknowledged)."""
+
+
+class StoreWriteError(EngineError):
+    """The store refused a write (disk full, locked, gone): nothing of the operation was
+    acknowledged, and the in-memory model, which may have moved on, must be reopened."""

@@ -22,9 +22,15 @@ import orjson
 from mljob_operator.engine import retention, snapshots
 from mljob_operator.engine.analyzer import Analyzer, Output
 from mljob_operator.engine.config import JobConfig
-from mljob_operator.engine.errors import EngineError, JobClosedError, JobFailedError
+from mljob_operator.engine.errors import (
+    EngineError,
+    JobClosedError,
+    JobFailedError,
+    StoreWriteError,
+)
 from mljob_operator.engine.ingest import parse_records
 from mljob_operator.engine.persistence import (
+    CommitResult,
     NotFoundError,
     Rescore,
     StepRecord,
@@ -140,6 +146,11 @@ class Job:
         return int(self.clock() * 1000)
 
     @property
+    def failed(self) -> bool:
+        """A write failed after the model changed: only a reopen from the store is right."""
+        return self._failed
+
+    @property
     def data_counts(self) -> DataCounts:
         return self._stats()[0]
 
@@ -207,14 +218,20 @@ class Job:
             batch.rescore = Rescore(out.rescale_since_ms, bscale.score, rscale.score, NOISE_RAW)
         batch.data_counts = an.counts
         batch.model_size_stats = an.model_size_stats()
-        try:
-            result = self.store.commit(self.job_id, batch)
-        except BaseException:
-            if batch.wal_kind is not None:
-                self._failed = True
-            raise
+        result = self._write(self.job_id, batch)
         if result.wal_seq is not None:
             self.applied_seq = result.wal_seq
+
+    def _write(self, job_id: str, batch: WriteBatch) -> CommitResult:
+        """Commit; a refusal marks the job failed (its model may be ahead of the store)."""
+        try:
+            return self.store.commit(job_id, batch)
+        except Exception as err:
+            self._failed = True
+            raise StoreWriteError(f"the store refused a write: {err}") from err
+        except BaseException:
+            self._failed = True
+            raise
 
     # ---- snapshots ---------------------------------------------------------------------
     def _snapshot_id(self, now_ms: int) -> str:
@@ -245,7 +262,7 @@ class Job:
             model_size_stats=an.model_size_stats(),
             data_counts=an.counts.copy(),
         )
-        self.store.commit(
+        self._write(
             self.job_id,
             WriteBatch(
                 snapshot=snap,
@@ -281,9 +298,9 @@ class Job:
             self.intake_open = False
             if self._recorded(close_id, "stop_intake") is not None:
                 # resumed after a restart: Job.open marked intake open again
-                self.store.commit(self.job_id, WriteBatch(intake_open=False))
+                self._write(self.job_id, WriteBatch(intake_open=False))
                 return
-            self.store.commit(
+            self._write(
                 self.job_id,
                 WriteBatch(
                     intake_open=False,
@@ -301,7 +318,7 @@ class Job:
             if done is not None:
                 return int(done["records"])
             pending = an.pending_records()
-            self.store.commit(
+            self._write(
                 self.job_id,
                 WriteBatch(close_step=StepRecord(close_id, "flush_buffers", {"records": pending})),
             )
@@ -356,7 +373,7 @@ class Job:
         )
         results = 0 if cutoff is None else self.store.count_results_before(self.job_id, cutoff)
         outcome = PruneResult(len(doomed), results)
-        self.store.commit(
+        self._write(
             self.job_id,
             WriteBatch(
                 delete_snapshots=doomed,
@@ -382,7 +399,7 @@ class Job:
         """Close without housekeeping (the force-close path): mark closed and release."""
         with self._lock:
             self.intake_open = False
-            self.store.commit(self.job_id, WriteBatch(intake_open=False))
+            self._write(self.job_id, WriteBatch(intake_open=False))
             self.analyzer = None
 
 

@@ -120,8 +120,9 @@ ROUTES: tuple[Route, ...] = (
         POST_DATA,
         "post data",
         body="records",
-        errors=(409, 413),
-        note="409 when the job is closed (or not open yet).",
+        errors=(409, 413, 503),
+        note="409 when the job is closed (or not open yet); 503 with Retry-After when the "
+        "store refused the write (nothing of the body was stored).",
     ),
     Route(
         "POST",
@@ -137,7 +138,7 @@ ROUTES: tuple[Route, ...] = (
             Param("advanceTime", TIME, "Finalise buckets up to this time."),
             Param("skipTime", TIME, "Skip to this time without results."),
         ),
-        errors=(409,),
+        errors=(409, 503),
     ),
     Route(
         "POST",

@@ -33,6 +33,7 @@ from mljob_operator.http.errors import (
     JobNotOpen,
     NotFound,
     PayloadTooLarge,
+    Unavailable,
     errors_as_json,
 )
 from mljob_operator.http.openapi import openapi_document
@@ -45,7 +46,12 @@ from mljob_operator.http.params import (
     snapshots_query,
 )
 from mljob_operator.http.routes import ROUTES
-from mljob_operator.runtime import JobNotOpenError, JobRuntime
+from mljob_operator.runtime import (
+    RETRY_AFTER_S,
+    JobNotOpenError,
+    JobRuntime,
+    StoreUnavailableError,
+)
 from mljob_operator.state_change import InvalidSelection, NoMatch, select_names
 
 log = logging.getLogger(__name__)
@@ -132,6 +138,14 @@ class DataApi:
             "spec.state: opened (or POST .../open) to reopen it. Its results stay readable."
         )
 
+    @staticmethod
+    def _store_unavailable(job_id: str, err: StoreUnavailableError) -> Unavailable:
+        return Unavailable(
+            f"MLJob {job_id}: nothing of this request was stored ({err}); the job was "
+            f"reloaded from what it had acknowledged. Retry in {RETRY_AFTER_S}s.",
+            {"Retry-After": str(RETRY_AFTER_S)},
+        )
+
     def _refuse_if_fed_by_datafeed(self, job_id: str) -> None:
         """Data and time of a datafeed job come from its datafeed alone: a post or a flush
         from outside would interleave with its pulls."""
@@ -180,6 +194,8 @@ class DataApi:
             counts = await self.runtime.post_data(job_id, body)
         except (JobNotOpenError, JobClosedError):
             raise self._not_open(job_id) from None
+        except StoreUnavailableError as err:
+            raise self._store_unavailable(job_id, err) from err
         except DataFormatError as err:
             raise BadRequest(f"malformed body: {err}") from err
         self.jobs.wake(job_id)
@@ -195,6 +211,8 @@ class DataApi:
             result = await self.runtime.flush(job_id, calc_interim, advance, skip)
         except (JobNotOpenError, JobClosedError):
             raise self._not_open(job_id) from None
+        except StoreUnavailableError as err:
+            raise self._store_unavailable(job_id, err) from err
         except DataFormatError as err:
             raise BadRequest(str(err)) from err
         self.jobs.wake(job_id)
