@@ -20,7 +20,8 @@ from mljob_operator.controller import JobController, job_id
 from mljob_operator.events import MAX_MESSAGE, Event, EventSink
 from mljob_operator.http.auth import Authorizer
 from mljob_operator.http.desired import StateRequests
-from mljob_operator.http.server import DataApi, start_server
+from mljob_operator.http.limits import IngestBudget, SignInFailures, WaiterLimit
+from mljob_operator.http.server import ApiLimits, DataApi, start_server
 from mljob_operator.http.tls import generated_pair, server_context
 from mljob_operator.kube import KubeClient
 from mljob_operator.runtime import JobRuntime
@@ -109,10 +110,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
 
     api = DataApi(
         registry.runtime,
-        Authorizer(registry.kube),
+        Authorizer(registry.kube, sign_in_failures=SignInFailures(op.sign_in_failures_per_minute)),
         StateRequests(registry.kube),
         registry,
         op.max_body_bytes,
+        ApiLimits(IngestBudget(op.ingest_budget_bytes), WaiterLimit(op.waiters_per_user)),
     )
     ssl_context = None
     if op.tls_enabled:

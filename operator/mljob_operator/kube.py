@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar, cast
 
 import kubernetes
@@ -22,6 +24,8 @@ import urllib3
 from mljob_operator.api import GROUP, PLURAL, VERSION
 
 CONFLICT_RETRIES = 5
+KUBE_THREADS = 8
+"""The synchronous client's own threads: a slow apiserver cannot take the engine's."""
 REQUEST_TIMEOUT_S = (5.0, 30.0)
 """(connect, read): a half-open connection must not hold a job's controller forever."""
 
@@ -53,6 +57,7 @@ class KubeClient:
             kubernetes.config.load_config()  # type: ignore[no-untyped-call]
             api_client = kubernetes.client.ApiClient()
         self._api_client = api_client
+        self._pool = ThreadPoolExecutor(KUBE_THREADS, thread_name_prefix="kube")
         self._custom = kubernetes.client.CustomObjectsApi(api_client)
         self._authn = kubernetes.client.AuthenticationV1Api(api_client)
         self._authz = kubernetes.client.AuthorizationV1Api(api_client)
@@ -61,7 +66,8 @@ class KubeClient:
         kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT_S)
         for attempt in range(CONFLICT_RETRIES):
             try:
-                return await asyncio.to_thread(fn, *args, **kwargs)
+                call = functools.partial(fn, *args, **kwargs)
+                return await asyncio.get_running_loop().run_in_executor(self._pool, call)
             except kubernetes.client.ApiException as err:
                 if err.status == 409 and attempt + 1 < CONFLICT_RETRIES:
                     await asyncio.sleep(0.05 * 2**attempt)
@@ -136,4 +142,5 @@ class KubeClient:
         return tuple((host.strip("[]"), port) for host, port in found if host)
 
     def close(self) -> None:
+        self._pool.shutdown(wait=False)
         self._api_client.close()

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -55,6 +57,10 @@ class StoreUnavailableError(Exception):
 
 
 RETRY_AFTER_S = 5
+DEFAULT_THREADS = 4
+"""Threads for engine work, and as many for store reads: the engine holds the GIL most of
+the time, so more would only queue; their own pools keep the Kubernetes client (its own
+pool in `kube`) and the asyncio default executor free whatever the jobs do."""
 
 
 def engine_config(spec: MLJobSpec) -> JobConfig:
@@ -109,11 +115,21 @@ class _Slot:
 
 
 class JobRuntime:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, threads: int = DEFAULT_THREADS) -> None:
         self._store = store
+        self._engine = ThreadPoolExecutor(threads, thread_name_prefix="engine")
+        self._reader = ThreadPoolExecutor(threads, thread_name_prefix="store-read")
         self._slots: dict[str, _Slot] = {}
         self._reverted: dict[str, str] = {}
         self._abandoned: dict[str, asyncio.Future[None]] = {}
+
+    async def _work(self, fn: Callable[..., T], *args: Any) -> T:
+        """Engine work (and the store writes it makes) on the engine's own threads."""
+        return await asyncio.get_running_loop().run_in_executor(self._engine, fn, *args)
+
+    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        """Result and snapshot reads on their own threads: never behind an ingest."""
+        return await asyncio.get_running_loop().run_in_executor(self._reader, fn, *args)
 
     def _slot(self, job_id: str) -> _Slot:
         return self._slots.setdefault(job_id, _Slot())
@@ -132,7 +148,7 @@ class JobRuntime:
         exactly what was acknowledged) and the caller gets StoreUnavailableError."""
         job = await self._healthy(job_id, slot)
         try:
-            return await asyncio.to_thread(fn, job)
+            return await self._work(fn, job)
         except StoreWriteError as err:
             await self._reopen(job_id, slot)
             raise StoreUnavailableError(str(err)) from err
@@ -153,7 +169,7 @@ class JobRuntime:
         if config is None:
             return
         try:
-            slot.job = await asyncio.to_thread(self._reopened, job_id, config, slot.accepting)
+            slot.job = await self._work(self._reopened, job_id, config, slot.accepting)
         except Exception:
             log.exception("%s: reopening from the store failed; will retry", job_id)
 
@@ -176,8 +192,8 @@ class JobRuntime:
         slot = self._slot(job_id)
         async with slot.lock:
             if slot.job is None:
-                await asyncio.to_thread(self._claim, job_id, uid)
-                slot.job = await asyncio.to_thread(Job.open, self._store, job_id, config)
+                await self._work(self._claim, job_id, uid)
+                slot.job = await self._work(Job.open, self._store, job_id, config)
                 slot.config = config
             slot.accepting = accepting
             return slot.job.active_snapshot_id
@@ -233,7 +249,7 @@ class JobRuntime:
             return
         async with slot.lock:
             if slot.job is not None:
-                await asyncio.to_thread(slot.job.release)
+                await self._work(slot.job.release)
             slot.job = None
             slot.accepting = False
 
@@ -244,9 +260,9 @@ class JobRuntime:
         if slot is not None and slot.job is not None:
             job = slot.job
             async with slot.lock:
-                await asyncio.to_thread(job.force_close)
+                await self._work(job.force_close)
             return
-        await asyncio.to_thread(self._close_intake, job_id)
+        await self._work(self._close_intake, job_id)
 
     def _close_intake(self, job_id: str) -> None:
         """Mark intake closed in the store; a job without data (or deleted) gets no row."""
@@ -264,12 +280,14 @@ class JobRuntime:
         async with slot.lock:
             if slot.job is not None:
                 raise JobNotClosedError(f"job {job_id} is open; close it before reverting")
-            snapshot = await asyncio.to_thread(
-                revert_to_snapshot,
-                self._store,
-                job_id,
-                snapshot_id,
-                delete_intervening_results=delete_intervening_results,
+            snapshot = await self._work(
+                functools.partial(
+                    revert_to_snapshot,
+                    self._store,
+                    job_id,
+                    snapshot_id,
+                    delete_intervening_results=delete_intervening_results,
+                )
             )
         self._reverted[job_id] = snapshot.snapshot_id
         return to_api.model_snapshot(snapshot)
@@ -289,10 +307,10 @@ class JobRuntime:
                 await step
             if slot is not None and slot.job is not None:
                 async with slot.lock:
-                    await asyncio.to_thread(slot.job.force_close)
+                    await self._work(slot.job.force_close)
 
         self._abandoned[job_id] = asyncio.ensure_future(finish())
-        await asyncio.to_thread(self._close_intake, job_id)
+        await self._work(self._close_intake, job_id)
 
     async def _settle(self, job_id: str) -> None:
         pending = self._abandoned.pop(job_id, None)
@@ -302,7 +320,7 @@ class JobRuntime:
     async def delete_data(self, job_id: str) -> None:
         await self._settle(job_id)
         await self.release(job_id)
-        await asyncio.to_thread(self._store.delete_job, job_id)
+        await self._work(self._store.delete_job, job_id)
 
     def stats(self, job_id: str) -> tuple[DataCounts, ModelSizeStats] | None:
         """The live counts of a job loaded in this process."""
@@ -314,7 +332,7 @@ class JobRuntime:
 
     async def recorded_stats(self, job_id: str) -> tuple[DataCounts, ModelSizeStats, str | None]:
         """Counts (live when loaded, else as stored) and the active snapshot id."""
-        row = await asyncio.to_thread(self._store.get_job, job_id)
+        row = await self._read(self._store.get_job, job_id)
         active = row.active_snapshot_id if row is not None else None
         live = self.stats(job_id)
         if live is not None:
@@ -340,6 +358,8 @@ class JobRuntime:
         return max(bounds, default=None)
 
     def close(self) -> None:
+        self._engine.shutdown(wait=True)
+        self._reader.shutdown(wait=True)
         self._store.close()
 
     # -- reading what the store keeps (open or closed jobs alike) ---------------------
@@ -349,30 +369,30 @@ class JobRuntime:
         return self._store.get_job(job_id) is not None
 
     async def buckets(self, job_id: str, query: ResultsQuery) -> api.BucketPage:
-        count, items = await asyncio.to_thread(self._store.query_buckets, job_id, query)
+        count, items = await self._read(self._store.query_buckets, job_id, query)
         return api.BucketPage(count=count, buckets=[to_api.bucket(b) for b in items])
 
     async def records(self, job_id: str, query: ResultsQuery) -> api.RecordPage:
-        count, items = await asyncio.to_thread(self._store.query_records, job_id, query)
+        count, items = await self._read(self._store.query_records, job_id, query)
         return api.RecordPage(count=count, records=[to_api.record(r) for r in items])
 
     async def snapshots(self, job_id: str, query: SnapshotQuery) -> api.ModelSnapshotPage:
-        count, items = await asyncio.to_thread(self._store.list_snapshots, job_id, query)
+        count, items = await self._read(self._store.list_snapshots, job_id, query)
         return api.ModelSnapshotPage(
             count=count, model_snapshots=[to_api.model_snapshot(s) for s in items]
         )
 
     async def snapshot(self, job_id: str, snapshot_id: str) -> api.ModelSnapshot | None:
-        found = await asyncio.to_thread(self._store.get_snapshot, job_id, snapshot_id)
+        found = await self._read(self._store.get_snapshot, job_id, snapshot_id)
         return None if found is None else to_api.model_snapshot(found)
 
     async def retain_snapshot(
         self, job_id: str, snapshot_id: str, retain: bool
     ) -> api.ModelSnapshot:
-        updated = await asyncio.to_thread(
+        updated = await self._read(
             self._store.set_snapshot_retain, job_id, snapshot_id, retain
         )
         return to_api.model_snapshot(updated)
 
     async def delete_snapshot(self, job_id: str, snapshot_id: str) -> None:
-        await asyncio.to_thread(self._store.delete_snapshot, job_id, snapshot_id)
+        await self._read(self._store.delete_snapshot, job_id, snapshot_id)

@@ -48,6 +48,14 @@ class OperatorSettings:
     e.g. the Service's DNS name)."""
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     """Largest accepted request body (`MLJOB_HTTP_MAX_BODY`, bytes); larger ones get 413."""
+    ingest_budget_bytes: int = 4 * DEFAULT_MAX_BODY_BYTES
+    """Bytes of data bodies being read or analysed at once across all jobs
+    (`MLJOB_INGEST_BUDGET`); past it a post gets 429 with Retry-After."""
+    waiters_per_user: int = 16
+    """Open/close requests one user may have waiting at once (`MLJOB_WAITERS_PER_USER`)."""
+    sign_in_failures_per_minute: int = 30
+    """Rejected tokens per client address and minute before it is refused without a
+    TokenReview (`MLJOB_SIGNIN_FAILURES_PER_MINUTE`)."""
     datafeed_allow: tuple[str, ...] = ()
     """Hosts, IPs or CIDRs a datafeed may reach although they are link-local or the
     apiserver (`MLJOB_DATAFEED_ALLOW`, comma list); see `datafeed/destinations.py`."""
@@ -74,6 +82,11 @@ class OperatorSettings:
             tls_key=_path(values.get("MLJOB_TLS_KEY")),
             tls_names=_words(values.get("MLJOB_TLS_SANS", "")),
             max_body_bytes=int(values.get("MLJOB_HTTP_MAX_BODY", str(DEFAULT_MAX_BODY_BYTES))),
+            ingest_budget_bytes=int(
+                values.get("MLJOB_INGEST_BUDGET", str(4 * DEFAULT_MAX_BODY_BYTES))
+            ),
+            waiters_per_user=int(values.get("MLJOB_WAITERS_PER_USER", "16")),
+            sign_in_failures_per_minute=int(values.get("MLJOB_SIGNIN_FAILURES_PER_MINUTE", "30")),
             datafeed_allow=_words(values.get("MLJOB_DATAFEED_ALLOW", "")),
         )
 

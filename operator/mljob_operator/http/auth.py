@@ -21,6 +21,7 @@ from cachetools import TLRUCache
 from mljob_operator.api import GROUP, PLURAL
 from mljob_operator.api.permissions import Permission
 from mljob_operator.http.errors import Forbidden, Unauthorized, Unavailable
+from mljob_operator.http.limits import SignInFailures
 from mljob_operator.kube import KubeError
 
 ALLOWED_TTL_S = 10.0
@@ -78,18 +79,25 @@ class Authorizer:
         denied_ttl: float = DENIED_TTL_S,
         maxsize: int = CACHE_SIZE,
         clock: Callable[[], float] = time.monotonic,
+        sign_in_failures: SignInFailures | None = None,
     ) -> None:
         self.reviewer = reviewer
+        self.sign_in_failures = sign_in_failures
         ttu = _ttl(allowed_ttl, denied_ttl)
         self._users: TLRUCache[str, User | None] = TLRUCache(maxsize, ttu=ttu, timer=clock)
         self._decisions: TLRUCache[tuple[Any, ...], bool] = TLRUCache(maxsize, ttu=ttu, timer=clock)
 
-    async def authenticate(self, header: str | None) -> User:
+    async def authenticate(self, header: str | None, client: str = "") -> User:
+        """The caller; a `client` (address) whose tokens keep being rejected is refused
+        (429) without asking the apiserver again."""
+        limit = self.sign_in_failures
         token = bearer_token(header)
         key = hashlib.sha256(token.encode()).hexdigest()
         if key in self._users:
             user = self._users[key]
         else:
+            if limit is not None:
+                limit.check(client)
             try:
                 review = await self.reviewer.review_token(token)
             except KubeError as err:
@@ -98,6 +106,8 @@ class Authorizer:
             user = User.from_review(review["user"]) if ok else None
             self._users[key] = user
         if user is None:
+            if limit is not None:
+                limit.failed(client)
             raise Unauthorized("the bearer token was rejected by the apiserver (TokenReview)")
         return user
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol, TypeVar
 
@@ -36,6 +37,7 @@ from mljob_operator.http.errors import (
     Unavailable,
     errors_as_json,
 )
+from mljob_operator.http.limits import IngestBudget, WaiterLimit
 from mljob_operator.http.openapi import openapi_document
 from mljob_operator.http.params import (
     BadRequest,
@@ -58,6 +60,14 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DEFAULT_WAIT = timedelta(minutes=30)
+CALLER = web.RequestKey("caller", User)
+"""The authenticated caller of a guarded route."""
+
+
+@dataclass(frozen=True)
+class ApiLimits:
+    ingest: IngestBudget
+    waiters: WaiterLimit
 
 
 def answer(model: BaseModel, status: int = 200) -> web.Response:
@@ -92,7 +102,9 @@ class DataApi:
         desired: StateRequests,
         jobs: JobDirectory,
         max_body_bytes: int,
+        limits: ApiLimits | None = None,
     ) -> None:
+        self.limits = limits or ApiLimits(IngestBudget(4 * max_body_bytes), WaiterLimit(16))
         self.runtime = runtime
         self.auth = auth
         self.desired = desired
@@ -118,14 +130,20 @@ class DataApi:
 
     def _guard(self, permission: Permission, action: str, handler: Handler) -> Handler:
         async def guarded(request: web.Request) -> web.StreamResponse:
-            user = await self.auth.authenticate(request.headers.get("Authorization"))
+            user = await self._caller(request)
             namespace, name = request.match_info["namespace"], request.match_info["name"]
             await self.auth.require(user, permission, namespace, name, action)
             if not self.jobs.exists(namespace, name):
                 raise NotFound(f"MLJob {namespace}/{name} not found")
+            request[CALLER] = user
             return await handler(request)
 
         return guarded
+
+    async def _caller(self, request: web.Request) -> User:
+        return await self.auth.authenticate(
+            request.headers.get("Authorization"), request.remote or ""
+        )
 
     @staticmethod
     def _job(request: web.Request) -> str:
@@ -187,17 +205,19 @@ class DataApi:
         self._refuse_if_fed_by_datafeed(job_id)
         if not self.runtime.is_accepting(job_id):
             raise self._not_open(job_id)
-        body = await self._body(request)
-        if not body.strip():
-            raise BadRequest("empty body: send NDJSON or a JSON array of records")
-        try:
-            counts = await self.runtime.post_data(job_id, body)
-        except (JobNotOpenError, JobClosedError):
-            raise self._not_open(job_id) from None
-        except StoreUnavailableError as err:
-            raise self._store_unavailable(job_id, err) from err
-        except DataFormatError as err:
-            raise BadRequest(f"malformed body: {err}") from err
+        size = request.content_length
+        with self.limits.ingest.reserve(size if size is not None else self.max_body_bytes):
+            body = await self._body(request)
+            if not body.strip():
+                raise BadRequest("empty body: send NDJSON or a JSON array of records")
+            try:
+                counts = await self.runtime.post_data(job_id, body)
+            except (JobNotOpenError, JobClosedError):
+                raise self._not_open(job_id) from None
+            except StoreUnavailableError as err:
+                raise self._store_unavailable(job_id, err) from err
+            except DataFormatError as err:
+                raise BadRequest(f"malformed body: {err}") from err
         self.jobs.wake(job_id)
         return answer(counts, status=202)
 
@@ -223,11 +243,12 @@ class DataApi:
     async def open(self, request: web.Request) -> web.Response:
         namespace, name = request.match_info["namespace"], request.match_info["name"]
         timeout = parse_wait(request.query, "timeout", DEFAULT_WAIT)
-        await self.desired.apply(namespace, [name], JobState.OPENED, timeout)
+        with self.limits.waiters.hold(request[CALLER].username):
+            await self.desired.apply(namespace, [name], JobState.OPENED, timeout)
         return answer(shapes.Opened(opened=True))
 
     async def close(self, request: web.Request) -> web.Response:
-        user = await self.auth.authenticate(request.headers.get("Authorization"))
+        user = await self._caller(request)
         namespace, expression = request.match_info["namespace"], request.match_info["names"]
         q = request.query
         force = parse_bool(q, "force")
@@ -239,7 +260,8 @@ class DataApi:
             if force:
                 await self.auth.require(user, FORCE_CLOSE, namespace, name, "force-close the job")
         if names:
-            await self.desired.apply(namespace, names, JobState.CLOSED, timeout, force=force)
+            with self.limits.waiters.hold(user.username):
+                await self.desired.apply(namespace, names, JobState.CLOSED, timeout, force=force)
         return answer(shapes.Closed(closed=True))
 
     async def _select(
@@ -340,7 +362,7 @@ class DataApi:
 async def start_server(
     app: web.Application, host: str, port: int, ssl_context: Any = None
 ) -> web.AppRunner:
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
     await site.start()
