@@ -389,9 +389,7 @@ class JobRuntime:
     async def retain_snapshot(
         self, job_id: str, snapshot_id: str, retain: bool
     ) -> api.ModelSnapshot:
-        updated = await self._read(
-            self._store.set_snapshot_retain, job_id, snapshot_id, retain
-        )
+        updated = await self._read(self._store.set_snapshot_retain, job_id, snapshot_id, retain)
         return to_api.model_snapshot(updated)
 
     async def delete_snapshot(self, job_id: str, snapshot_id: str) -> None:
