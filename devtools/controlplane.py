@@ -76,13 +76,29 @@ class ControlPlane(Service):
         self.api_port = free_port()
         self.server = f"https://127.0.0.1:{self.api_port}"
         self.kubeconfig = self.root / "admin.kubeconfig"
-        self._procs: list[subprocess.Popen[bytes]] = []
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._argv: dict[str, list[str]] = {}
         self.start_seconds = 0.0
 
-    def _spawn(self, name: str, argv: Sequence[str]) -> subprocess.Popen[bytes]:
-        proc = spawn_logged(argv, self.root / f"{name}.log")
-        self._procs.append(proc)
+    def _spawn(
+        self, name: str, argv: Sequence[str], append: bool = False
+    ) -> subprocess.Popen[bytes]:
+        proc = spawn_logged(argv, self.root / f"{name}.log", append=append)
+        self._procs[name] = proc
+        self._argv[name] = list(argv)
         return proc
+
+    def kill(self, name: str) -> None:
+        """Kill one component (`etcd` or `kube-apiserver`) at once, as a crash would."""
+        proc = self._procs[name]
+        proc.kill()
+        proc.wait(timeout=30)
+
+    def restart(self, name: str) -> None:
+        """Start a killed component again with the same arguments (and data), and wait
+        until the apiserver is ready."""
+        self._spawn(name, self._argv[name], append=True)
+        self._wait_ready(self._procs["etcd"], self._procs["kube-apiserver"])
 
     def log_tail(self, name: str, lines: int = 40) -> str:
         path = self.root / f"{name}.log"
@@ -253,10 +269,10 @@ class ControlPlane(Service):
 
     @property
     def pids(self) -> list[int]:
-        return [p.pid for p in self._procs]
+        return [p.pid for p in self._procs.values()]
 
     def stop(self) -> None:
-        for proc in reversed(self._procs):
+        for proc in reversed(list(self._procs.values())):
             stop_process(proc)
         self._procs.clear()
         if self._own_root:

@@ -31,9 +31,11 @@ def _die_with_parent() -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def spawn_logged(argv: Sequence[str], log_path: Path) -> subprocess.Popen[bytes]:
+def spawn_logged(
+    argv: Sequence[str], log_path: Path, append: bool = False
+) -> subprocess.Popen[bytes]:
     """Start a server in its own session, output to `log_path`, killed with its parent."""
-    with log_path.open("wb") as log:
+    with log_path.open("ab" if append else "wb") as log:
         return subprocess.Popen(
             list(argv),
             stdout=log,

@@ -128,11 +128,16 @@ def event_series(
 
 
 def post(
-    op: OperatorProcess, namespace: str, name: str, body: bytes, token: str | None = None
+    op: OperatorProcess,
+    namespace: str,
+    name: str,
+    body: bytes,
+    token: str | None = None,
+    timeout: float = 60.0,
 ) -> tuple[int, Any]:
     """POST data as `token`, by default the mljob-admin ServiceAccount's."""
     path = f"/v1/namespaces/{namespace}/mljobs/{name}/data"
-    return op.request("POST", path, body, token=token or op.token)
+    return op.request("POST", path, body, token=token or op.token, timeout=timeout)
 
 
 def api_get(

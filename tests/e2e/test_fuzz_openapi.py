@@ -1,6 +1,7 @@
 """schemathesis fuzzes every operation of `/openapi.json` against the real operator with
-a valid mljob-admin token: no 5xx, and every answer conforms to the document (status
-codes, content type, JSON schema).
+a valid mljob-admin token, with valid inputs and (for every operation that takes a body or
+query parameters) hostile ones that break the schema: no 5xx, and every answer conforms to
+the document (status codes, content type, JSON schema).
 
 Path parameters are pinned to real jobs (random names would only ever reach the 404
 branch); everything else is generated. `MLJOB_FUZZ_EXAMPLES` sets examples per operation.
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_schema_conformance,
@@ -66,9 +68,16 @@ def api_schema(target: Target) -> Any:
     )
 
 
-OPERATIONS = [
-    (path, method) for path, methods in openapi_document(0)["paths"].items() for method in methods
+DOCUMENT = openapi_document(0)
+OPERATIONS = [(path, method) for path, methods in DOCUMENT["paths"].items() for method in methods]
+HOSTILE = [
+    (path, method)
+    for path, method in OPERATIONS
+    if DOCUMENT["paths"][path][method].get("requestBody")
+    or any("$ref" not in p for p in DOCUMENT["paths"][path][method]["parameters"])
 ]
+"""Operations with something to get wrong besides the path (which is pinned to real
+jobs): a body or query parameters. Negative cases break their schema on purpose."""
 
 
 def _cap_times(query: dict[str, Any]) -> None:
@@ -78,11 +87,15 @@ def _cap_times(query: dict[str, Any]) -> None:
             query[key] = str(SEEDED_UNTIL_MS)
 
 
-@pytest.mark.parametrize(("path", "method"), OPERATIONS)
+@pytest.mark.parametrize(
+    ("path", "method", "mode"),
+    [(p, m, GenerationMode.POSITIVE) for p, m in OPERATIONS]
+    + [(p, m, GenerationMode.NEGATIVE) for p, m in HOSTILE],
+)
 def test_api_conforms_and_never_fails(
-    path: str, method: str, api_schema: Any, target: Target
+    path: str, method: str, mode: GenerationMode, api_schema: Any, target: Target
 ) -> None:
-    @given(case=api_schema[path][method].as_strategy())
+    @given(case=api_schema[path][method].as_strategy(generation_mode=mode))
     @settings(
         max_examples=EXAMPLES,
         deadline=None,
