@@ -6,6 +6,8 @@ of the daily and weekly cycles. A bucket scores every series at once with the st
 before that bucket (no look-ahead), then updates it. The prediction uses a seasonal
 component only once two full periods were seen and it cuts the residual variance
 clearly: that is the periodicity test, and it keeps noise from being fitted as a cycle.
+A residual's probability is normal up to TAIL_Z sigmas and follows a power-law tail
+beyond, as bursty real data does.
 Outliers update the model clipped at three sigma so one spike does not blind it, and a run
 of same-signed anomalies is accepted as a level shift.
 """
@@ -34,6 +36,11 @@ SHIFT_RUN = 6
 SEASONAL_GAIN = (0.85, 0.9)
 VARIANCE_RATE = 0.02
 MAX_RAW = 300.0
+TAIL_Z = 12.0
+TAIL_POWER = 48.0
+"""Residuals are normal up to TAIL_Z sigmas and heavy-tailed beyond: past it -log10 p grows
+with TAIL_POWER * log10(|z| / TAIL_Z) (a power-law tail) instead of with z squared, so
+one huge burst does not saturate at MAX_RAW and flatten the scale of every later anomaly."""
 
 _erfc = np.frompyfunc(math.erfc, 1, 1)
 
@@ -69,6 +76,17 @@ def two_sided_tail(z: F64) -> tuple[F64, F64]:
         raw[far] = (u_far * u_far + np.log(u_far * math.sqrt(math.pi))) / math.log(10.0)
     np.minimum(raw, MAX_RAW, out=raw)
     np.clip(p, 0.0, 1.0, out=p)
+    return p, raw
+
+
+def heavy_tail(z: F64) -> tuple[F64, F64]:
+    """P(|residual| >= |z| sigmas) and its -log10: normal up to TAIL_Z, a power law beyond."""
+    az = np.abs(z)
+    p, raw = two_sided_tail(np.minimum(az, TAIL_Z))
+    far = az > TAIL_Z
+    if far.any():
+        raw[far] = np.minimum(raw[far] + TAIL_POWER * np.log10(az[far] / TAIL_Z), MAX_RAW)
+        p[far] = 10.0 ** -raw[far]
     return p, raw
 
 
@@ -160,7 +178,7 @@ class SeriesModel:
 
     def _probability(self, x: F64, pred: F64, ev: F64, n: F64) -> tuple[F64, F64, F64, F64]:
         z = (x - pred) / np.sqrt(self._variance(ev, pred, n))
-        p, raw = two_sided_tail(z)
+        p, raw = heavy_tail(z)
         blocked = n < MIN_SCORED_UPDATES
         if self.side is Side.HIGH:
             blocked = blocked | (z <= 0)
