@@ -48,8 +48,9 @@ KUBE_RETRY_S = 5.0
 
 @dataclass(frozen=True)
 class Timings:
-    idle_poll_s: float = 0.2
-    """How often an idle job looks at its in-memory body for a change."""
+    idle_poll_s: float = 1.0
+    """How often an idle job looks at its in-memory body for a change it was not woken
+    for (watch events wake it at once)."""
     force_poll_s: float = 0.5
     """How often a running housekeeping step looks for a new force-close value."""
     engine_backoff_s: tuple[float, ...] = DEFAULT_BACKOFF_S
@@ -187,6 +188,7 @@ class JobController:
                 if not acted:
                     await self._idle(body, stopped)
         finally:
+            self.writer.close()
             await self.datafeed.stop()
 
     async def close_for_deletion(self, body: BodyView, emit: EventSink) -> None:
@@ -221,8 +223,9 @@ class JobController:
         return woken
 
     async def _idle(self, body: BodyView, stopped: Callable[[], bool]) -> None:
-        """Wait until the object changes (kopf keeps `body` live), data arrives (`wake`),
-        stats are due, or the daemon is stopped; polls the in-memory body only."""
+        """Wait until woken (a watch event on the object, data, a revert), stats are due,
+        or the daemon is stopped. A change of the live body is also looked for every
+        `idle_poll_s`, as a safety net only: the watch event is what wakes a reaction."""
         version = body().get("metadata", {}).get("resourceVersion")
         deadline = asyncio.get_running_loop().time() + self.settings.status_interval_s
         while not stopped() and asyncio.get_running_loop().time() < deadline:
@@ -323,7 +326,7 @@ class JobController:
         await self.writer.write(lifecycle.initialize_closed(obs))
 
     async def _begin_open(self, obs: Observation, _: Decision) -> None:
-        await self.writer.write(lifecycle.begin_open(obs))
+        self.writer.stage(lifecycle.begin_open(obs))
         self.emit(events.opening())
 
     async def _open(self, obs: Observation, _: Decision) -> None:
@@ -365,7 +368,7 @@ class JobController:
         results = await task
         self.faults.checkpoint(f"after:{step.value}")
         status = lifecycle.step_done(self._now(obs), step, results)
-        await self.writer.write(self._with_stats(status))
+        self.writer.stage(self._with_stats(status))
         self.faults.checkpoint(f"recorded:{step.value}")
 
     async def _engine_step(self, close_id: str, step: CloseStep) -> dict[str, Any]:

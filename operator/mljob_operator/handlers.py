@@ -76,6 +76,16 @@ class Registry:
         controller = self.controllers.get(job_id(namespace, name))
         return controller is not None and controller.fed_by_datafeed
 
+    def status_of(self, namespace: str, name: str) -> dict[str, Any] | None:
+        controller = self.controllers.get(job_id(namespace, name))
+        status = controller.status if controller is not None else None
+        return None if status is None else status.to_json_dict()
+
+    async def status_changed(self, namespace: str, name: str, timeout_s: float) -> None:
+        controller = self.controllers.get(job_id(namespace, name))
+        if controller is not None:
+            await controller.writer.changed(timeout_s)
+
     def wake(self, key: str) -> None:
         controller = self.controllers.get(key)
         if controller is not None:
@@ -111,7 +121,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     api = DataApi(
         registry.runtime,
         Authorizer(registry.kube, sign_in_failures=SignInFailures(op.sign_in_failures_per_minute)),
-        StateRequests(registry.kube),
+        StateRequests(registry.kube, statuses=registry),
         registry,
         op.max_body_bytes,
         ApiLimits(IngestBudget(op.ingest_budget_bytes), WaiterLimit(op.waiters_per_user)),
@@ -157,6 +167,15 @@ async def reconcile(
     await controller.run(live_body, lambda: bool(stopped), _emitter(body))
     if controller.gone:
         await registry.forget(controller.id)
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def changed(namespace: str | None, name: str | None, memo: Any, **_: Any) -> None:
+    """Every watch event wakes the job's controller at once (kopf has already put the new
+    body in the daemon's view): no polling between a change and the reaction to it."""
+    registry: Registry | None = memo.get("registry")
+    if registry is not None and name:
+        registry.wake(job_id(namespace or "", name))
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)

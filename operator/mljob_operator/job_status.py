@@ -6,10 +6,19 @@ reads the live body only for spec, annotations and deletion. Status is replaced 
 (JSON patch `add /status`), so no stale key of an earlier close survives a merge. The
 engine's counters are folded in when a status is written; an idle job's are refreshed
 at most once per `interval_s`.
+
+Progress that nothing depends on for recovery (a close's steps, which the store records
+itself; `opening`) is *staged*: it becomes the truth the controller acts on at once, but
+reaches the apiserver only if it is still the latest after `progress_s`. A fast close so
+costs two writes (`closing`, then `closed` with every step) and a slow one shows its
+progress at most once per `progress_s`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
@@ -17,6 +26,8 @@ from typing import Any, Protocol
 from mljob_operator.api import DataCounts, MLJobStatus, ModelSizeStats
 
 EngineStats = tuple[DataCounts, ModelSizeStats]
+PROGRESS_S = 1.0
+log = logging.getLogger(__name__)
 
 
 class StatusClient(Protocol):
@@ -31,27 +42,77 @@ class JobStatusWriter:
         kube: StatusClient,
         interval_s: float,
         monotonic: Callable[[], float] = time.monotonic,
+        progress_s: float = PROGRESS_S,
     ) -> None:
         self.namespace, self.name, self.kube = namespace, name, kube
-        self.interval_s, self.monotonic = interval_s, monotonic
-        self.current: MLJobStatus | None = None
+        self.interval_s, self.monotonic, self.progress_s = interval_s, monotonic, progress_s
+        self._current: MLJobStatus | None = None
         self._written_at: float | None = None
+        self._flush: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self._changed = asyncio.Event()
+
+    @property
+    def current(self) -> MLJobStatus | None:
+        return self._current
+
+    @current.setter
+    def current(self, status: MLJobStatus | None) -> None:
+        self._current = status
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def changed(self, timeout_s: float) -> None:
+        """Wait until the status changes (or `timeout_s` passes)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), timeout=timeout_s)
 
     def adopt(self, body: Mapping[str, Any]) -> MLJobStatus:
         """The status to act on: what this process wrote, else what the object carries
         (after a restart, or for a job this process has not written yet)."""
-        if self.current is None:
+        if self._current is None:
             self.current = MLJobStatus.model_validate(body.get("status") or {})
-        return self.current
+        assert self._current is not None
+        return self._current
 
     @property
     def refresh_due(self) -> bool:
         return self._written_at is None or self.monotonic() - self._written_at >= self.interval_s
 
     async def write(self, status: MLJobStatus) -> None:
-        await self.kube.replace_status(self.namespace, self.name, status.to_json_dict())
+        """Write `status` now (a staged one waiting is superseded)."""
+        self._cancel_flush()
+        async with self._lock:
+            await self.kube.replace_status(self.namespace, self.name, status.to_json_dict())
+            self.current = status
+            self._written_at = self.monotonic()
+
+    def stage(self, status: MLJobStatus) -> None:
+        """Make `status` the truth now; write it only if still the latest in `progress_s`."""
         self.current = status
-        self._written_at = self.monotonic()
+        if self._flush is None or self._flush.done():
+            self._flush = asyncio.get_running_loop().create_task(self._flush_later())
+
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(self.progress_s)
+        status = self.current
+        if status is None:
+            return
+        async with self._lock:
+            try:
+                await self.kube.replace_status(self.namespace, self.name, status.to_json_dict())
+            except Exception as err:  # the next write carries it
+                log.warning("%s/%s: progress not written: %s", self.namespace, self.name, err)
+                return
+            self._written_at = self.monotonic()
+
+    def _cancel_flush(self) -> None:
+        if self._flush is not None and not self._flush.done():
+            self._flush.cancel()
+        self._flush = None
+
+    def close(self) -> None:
+        self._cancel_flush()
 
 
 def with_stats(status: MLJobStatus, stats: EngineStats | None) -> MLJobStatus:

@@ -80,7 +80,9 @@ def test_killed_while_opening_opens_after_restart(
     doomed = operator_factory(MLJOB_FAULT_KILL_AT="after:open")
     cp.kubectl("apply", "-n", ns, "-f", "-", input=mljob(name))
     assert doomed.wait_exit(timeout=60) == -signal.SIGKILL
-    assert status(cp, ns, name)["state"] == "opening"
+    assert status(cp, ns, name).get("state") in (None, "opening"), (
+        "killed before opened was written (a fast open writes no opening state)"
+    )
     survivor = operator_factory()
     st = wait_state(cp, ns, name, "opened")
     assert condition(st, "Ready")["status"] == "True"

@@ -18,9 +18,10 @@ from typing import Any
 
 import orjson
 
-from mljob_operator.api import FORCE_CLOSE_ANNOTATION, CloseStep, MLJobStatus, Reason
+from mljob_operator.api import FORCE_CLOSE_ANNOTATION, CloseStep, JobState, MLJobStatus, Reason
 from mljob_operator.controller import JobController, Timings
 from mljob_operator.events import Event
+from mljob_operator.job_status import JobStatusWriter
 from mljob_operator.runtime import JobRuntime
 from mljob_operator.settings import OperatorSettings
 from mljob_operator.store import open_store
@@ -142,6 +143,7 @@ def test_open_then_close_runs_every_step_and_says_so(tmp_path: Path) -> None:
     async def test() -> None:
         h = Harness(tmp_path)
         assert await h.settle() == 2, "beginOpen, open"
+        assert len(h.api.writes) == 1, "a fast open writes opened only"
         assert h.api.status.state == "opened"
         assert h.condition("Ready") == ("True", Reason.OPENED)
         assert h.reasons() == [Reason.OPENING, Reason.OPENED]
@@ -165,7 +167,7 @@ def test_open_then_close_runs_every_step_and_says_so(tmp_path: Path) -> None:
         assert close.snapshot_id is not None
         assert status.model_snapshot_id == close.snapshot_id
         assert status.data_counts.processed_record_count == 60
-        assert len(h.api.writes) - writes_before == 6
+        assert len(h.api.writes) - writes_before == 2, "closing, then closed with every step"
         assert h.condition("Closed") == ("True", Reason.CLOSED)
         assert h.reasons()[-2:] == [Reason.CLOSING, Reason.CLOSED]
         assert close.snapshot_id in h.events[-1].message
@@ -402,5 +404,23 @@ def test_an_object_recreated_under_the_same_name_does_not_inherit_the_model(
         assert stats is not None
         assert stats[0].processed_record_count == 0
         second.runtime.close()
+
+    run(test)
+
+
+def test_staged_progress_is_written_only_if_still_the_latest_after_a_while() -> None:
+    async def test() -> None:
+        api = Apiserver(SPEC)
+        writer = JobStatusWriter("ns", "j", api, interval_s=0.0, progress_s=0.05)
+        writer.stage(MLJobStatus(state=JobState.OPENING))
+        await writer.write(MLJobStatus(state=JobState.OPENED))
+        await asyncio.sleep(0.1)
+        assert [w["state"] for w in api.writes] == ["opened"], "superseded before it was due"
+        writer.stage(MLJobStatus(state=JobState.CLOSING))
+        assert writer.current is not None
+        assert writer.current.state == JobState.CLOSING, "the truth at once"
+        await until(lambda: len(api.writes) == 2, "the staged status to be written")
+        assert api.writes[-1]["state"] == "closing"
+        writer.close()
 
     run(test)

@@ -2,11 +2,12 @@
 
 The HTTP API never closes a job itself. It writes the desired state (plus a fresh value of
 the force-close annotation for `force=true`) exactly as `kubectl patch` would, so GitOps,
-the controller and the CLI all see one source of truth, and then polls the job's status
+the controller and the CLI all see one source of truth, and then follows the job's status
 until the controller reports the state, refuses it (a failed job closed without force), or
 the caller's timeout passes; `state_change` holds the patch and how to read the answer,
-shared with the CLI. The patch is made as the operator, after the caller's own
-rights were checked with SubjectAccessReview.
+shared with the CLI. The wait is on the controller's own status when this process holds
+it (no request per job and tick), else on reads from the apiserver. The patch is made as
+the operator, after the caller's own rights were checked with SubjectAccessReview.
 """
 
 from __future__ import annotations
@@ -22,7 +23,19 @@ from mljob_operator.http.errors import Conflict, NotFound, RequestTimeout, Unava
 from mljob_operator.kube import JobGone, KubeError
 from mljob_operator.state_change import Progress, StateChange, generation_of
 
-POLL_S = 0.25
+POLL_S = 1.0
+"""How often a job this process holds no status of is read from the apiserver."""
+
+
+class StatusView(Protocol):
+    """The operator's own view of job statuses (the controllers'), to wait on without
+    asking the apiserver."""
+
+    def status_of(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The status the job's controller holds, as JSON; None if it has none here."""
+
+    async def status_changed(self, namespace: str, name: str, timeout_s: float) -> None:
+        """Return when that status changes, or after `timeout_s`."""
 
 
 class JobsClient(Protocol):
@@ -41,8 +54,9 @@ class StateRequests:
         kube: JobsClient,
         poll_s: float = POLL_S,
         clock: Callable[[], float] = time.monotonic,
+        statuses: StatusView | None = None,
     ) -> None:
-        self.kube, self.poll_s, self.clock = kube, poll_s, clock
+        self.kube, self.poll_s, self.clock, self.statuses = kube, poll_s, clock, statuses
 
     async def names(self, namespace: str) -> list[str]:
         try:
@@ -92,13 +106,13 @@ class StateRequests:
     async def _wait(
         self, namespace: str, name: str, change: StateChange, generation: int, deadline: float
     ) -> None:
+        """Until the job reaches the state or refuses it: on the controller's own status
+        when this process holds it (woken by each change, no request), else read from the
+        apiserver every `poll_s`."""
         target = change.target.value
         while True:
-            try:
-                obj = await self._get(namespace, name)
-            except NotFound as err:
-                raise NotFound(f"MLJob {namespace}/{name} was deleted while waiting") from err
-            progress, detail = change.progress(obj.get("status") or {}, generation)
+            status = await self._status(namespace, name)
+            progress, detail = change.progress(status, generation)
             if progress == Progress.REACHED:
                 return
             if progress == Progress.REFUSED:
@@ -110,4 +124,17 @@ class StateRequests:
                     "request timed out but the operator goes on. Watch status.conditions, "
                     "or close again with force=true."
                 )
-            await asyncio.sleep(min(self.poll_s, remaining))
+            if self.statuses is not None and self.statuses.status_of(namespace, name):
+                await self.statuses.status_changed(namespace, name, min(self.poll_s, remaining))
+            else:
+                await asyncio.sleep(min(self.poll_s, remaining))
+
+    async def _status(self, namespace: str, name: str) -> dict[str, Any]:
+        held = self.statuses.status_of(namespace, name) if self.statuses else None
+        if held is not None:
+            return held
+        try:
+            obj = await self._get(namespace, name)
+        except NotFound as err:
+            raise NotFound(f"MLJob {namespace}/{name} was deleted while waiting") from err
+        return dict(obj.get("status") or {})
