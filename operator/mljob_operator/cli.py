@@ -12,6 +12,7 @@ dependency through kopf) and rich.
 from __future__ import annotations
 
 import json
+import math
 import os
 import ssl
 import sys
@@ -19,6 +20,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
@@ -42,7 +44,6 @@ from mljob_operator.state_change import (
     select_names,
 )
 
-POLL_S = 0.5
 STEPS = [s.value for s in CloseStep]
 err_console = Console(stderr=True)
 
@@ -124,6 +125,23 @@ class Ctx:
         except kubernetes.client.ApiException as err:
             fail(f"cannot update MLJob {self.namespace}/{name}: {_api_message(err)}")
         return obj
+
+    def watch(self, timeout_s: int) -> Iterator[dict[str, Any]]:
+        """The namespace's MLJobs as they are now, then as they change, for `timeout_s`."""
+        stream = kubernetes.watch.Watch().stream(  # type: ignore[no-untyped-call]
+            self.custom.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            self.namespace,
+            PLURAL,
+            timeout_seconds=timeout_s,
+        )
+        try:
+            for event in stream:
+                if event.get("type") != "ERROR":
+                    yield event["object"]
+        except kubernetes.client.ApiException as err:
+            fail(f"cannot watch MLJobs in {self.namespace}: {_api_message(err)}")
 
     def may(self, verb: str, subresource: str, name: str) -> bool:
         """SelfSubjectAccessReview: a clear message up front; the apiserver (RBAC and the
@@ -279,30 +297,34 @@ def _progress(c: Ctx, states: dict[str, dict[str, Any]], started: float) -> Tabl
 
 
 def _wait(c: Ctx, generations: dict[str, int], change: StateChange, timeout_s: float) -> None:
+    """Follow the jobs on one watch of the namespace (no request per job and tick) until
+    all reach the state, one is refused, or the time is up."""
     started = time.monotonic()
     deadline = started + timeout_s
     target = change.target.value
     states: dict[str, dict[str, Any]] = {n: {} for n in generations}
+    pending = set(generations)
     with Live(_progress(c, states, started), console=err_console, transient=False) as live:
-        while True:
-            pending = []
-            for name, generation in generations.items():
-                states[name] = c.get(name).get("status") or {}
-                progress, detail = change.progress(states[name], generation)
-                if progress == Progress.REFUSED:
-                    live.update(_progress(c, states, started))
-                    fail(f"{name} cannot be {target}: {detail}")
-                if progress == Progress.PENDING:
-                    pending.append(name)
-            live.update(_progress(c, states, started))
-            if not pending:
-                return
-            if time.monotonic() >= deadline:
+        while pending:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 fail(
-                    f"timed out after {timeout_s:.0f}s waiting for {', '.join(pending)} to be "
-                    f"{target}; the operator goes on (see `mljob status`)"
+                    f"timed out after {timeout_s:.0f}s waiting for {', '.join(sorted(pending))} "
+                    f"to be {target}; the operator goes on (see `mljob status`)"
                 )
-            time.sleep(min(POLL_S, max(deadline - time.monotonic(), 0.0)))
+            for obj in c.watch(max(1, math.ceil(remaining))):
+                name = obj["metadata"]["name"]
+                if name not in generations:
+                    continue
+                states[name] = obj.get("status") or {}
+                progress, detail = change.progress(states[name], generations[name])
+                live.update(_progress(c, states, started))
+                if progress == Progress.REFUSED:
+                    fail(f"{name} cannot be {target}: {detail}")
+                if progress == Progress.REACHED:
+                    pending.discard(name)
+                if not pending:
+                    return
 
 
 def _request(c: Ctx, names: list[str], change: StateChange) -> dict[str, int]:

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from asyncio import FIRST_COMPLETED
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -379,12 +380,19 @@ class JobController:
     async def _await_step(
         self, obs: Observation, task: asyncio.Future[dict[str, Any]], deadline: datetime | None
     ) -> bool:
-        """Wait for a running step, reporting the timeout when it passes; False when a
-        new force-close value arrived meanwhile and the job was force-closed instead
+        """Wait for a running step, reporting the timeout when it passes (a watch event
+        wakes it at once; `force_poll_s` is the safety net); False when a new force-close
+        value arrived meanwhile and the job was force-closed instead
         (the step is abandoned to finish on its own)."""
         while True:
-            done, _ = await asyncio.wait({task}, timeout=self.timings.force_poll_s)
-            if done:
+            woken: asyncio.Future[Any] = asyncio.ensure_future(self.wake.wait())
+            waiting: set[asyncio.Future[Any]] = {task, woken}
+            done, _ = await asyncio.wait(
+                waiting, timeout=self.timings.force_poll_s, return_when=FIRST_COMPLETED
+            )
+            woken.cancel()
+            self.wake.clear()
+            if task in done:
                 return True
             if deadline is not None and self.clock() >= deadline:
                 await self._time_out(self._now(obs), Decision(Action.TIME_OUT))

@@ -1,8 +1,9 @@
 """kopf glue: settings at startup, one daemon per MLJob, the finalizer, the data API.
 
 Handlers only parse, delegate and report; decisions live in `lifecycle`, actions in
-`controller`, engine access in `runtime`. kopf's own bookkeeping (finalizer, progress and
-diff-base annotations) is moved under our API group instead of kopf's default domain.
+`controller`, engine access in `runtime`. kopf's own bookkeeping (finalizer and progress
+annotations) is moved under our API group instead of kopf's default domain; its diff-base
+annotation is not kept at all (`NoDiffBase`).
 """
 
 from __future__ import annotations
@@ -92,6 +93,19 @@ class Registry:
             controller.wake.set()
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """kopf's create/update diffing stores the last handled spec in an annotation, one more
+    write per spec change (so per close). Nothing here uses it: there are no on.create or
+    on.update handlers, the daemon reads the live body itself, and deletion is told by
+    deletionTimestamp."""
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
 def _emitter(body: kopf.Body) -> EventSink:
     def emit(event: Event) -> None:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message[:MAX_MESSAGE])
@@ -103,9 +117,7 @@ def _emitter(body: kopf.Body) -> EventSink:
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
-    )
+    settings.persistence.diffbase_storage = NoDiffBase()
     settings.posting.level = logging.WARNING
     settings.networking.error_backoffs = [1, 2, 5, 10]
     settings.watching.server_timeout = 300

@@ -237,7 +237,9 @@ def test_a_stuck_step_times_out_then_a_new_force_value_closes_at_once(tmp_path: 
         await asyncio.wait_for(runtime.started.wait(), 5)
         assert h.api.status.state == "closing"
 
+        h.controller.timings = Timings(force_poll_s=30)
         h.clock.advance(minutes=2)
+        h.controller.wake.set()
         await until(lambda: Reason.TIMED_OUT in h.reasons(), "the timeout to be reported")
         close = h.api.status.last_close
         assert close is not None
@@ -247,6 +249,7 @@ def test_a_stuck_step_times_out_then_a_new_force_value_closes_at_once(tmp_path: 
         assert not stepping.done(), "housekeeping goes on after the timeout"
 
         h.api.annotate_force("now")
+        h.controller.wake.set()  # what the watch event does: no 30 s poll is waited for
         await asyncio.wait_for(stepping, 5)
         status = h.api.status
         assert status.state == "closed"
