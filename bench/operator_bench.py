@@ -7,13 +7,16 @@ Every figure is a ratio to a floor measured in the same run on the same control 
 - apiserver writes on mljobs per close beyond the user's own patch (the apiserver's
   /metrics), against the bare operator's one;
 - data API throughput (HTTPS + token check + engine + durable write) against the same
-  bodies posted to the engine in-process.
+  bodies posted to the engine in-process;
+- a storm: BENCH_JOBS (default 1,000) jobs created at once, then all closed at once:
+  seconds until all are opened / closed, the apiserver's 429s, the operator's RSS.
 Run with `make bench`; it asserts nothing.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -43,6 +46,7 @@ SETTLE_S = 0.5
 """Quiet time around a close, so its writes are counted and no other's are (a pause of
 the bench, not a synchronisation: no figure's correctness waits on it)."""
 WRITE_VERBS = {"POST", "PUT", "PATCH", "APPLY", "UPDATE", "DELETE"}
+STORM_JOBS = int(os.environ.get("BENCH_JOBS", "1000"))
 
 Obj = dict[str, Any]
 
@@ -175,6 +179,79 @@ def open_close_rounds(cp: ControlPlane, custom: Any, watcher: Watcher, prefix: s
     return out
 
 
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def too_many_requests(cp: ControlPlane) -> int:
+    """429 answers the apiserver has given on mljobs."""
+    total = 0
+    for line in cp.kubectl("get", "--raw", "/metrics").stdout.splitlines():
+        if (
+            line.startswith("apiserver_request_total{")
+            and 'resource="mljobs"' in line
+            and 'code="429"' in line
+        ):
+            total += int(float(line.rsplit(" ", 1)[1]))
+    return total
+
+
+class Census:
+    """How many jobs of a namespace are in each state, from one watch."""
+
+    def __init__(self, api_client: Any, namespace: str) -> None:
+        self.states: dict[str, str | None] = {}
+        self.changed = threading.Condition()
+        Watcher(api_client, namespace, self._seen)
+
+    def _seen(self, obj: Obj) -> None:
+        with self.changed:
+            self.states[obj["metadata"]["name"]] = _state(obj)
+            self.changed.notify_all()
+
+    def wait_all(self, names: list[str], state: str, timeout: float = 600) -> None:
+        with self.changed:
+            ok = self.changed.wait_for(
+                lambda: all(self.states.get(n) == state for n in names), timeout=timeout
+            )
+        if not ok:
+            raise TimeoutError(f"not all {len(names)} jobs reached {state}")
+
+
+def storm(cp: ControlPlane, op: OperatorProcess, api_client: Any, custom: Any) -> None:
+    """BENCH_JOBS jobs created at once, then all closed at once."""
+    ns = "bench-storm"
+    cp.kubectl("create", "namespace", ns)
+    census = Census(api_client, ns)
+    names = [f"storm-{i}" for i in range(STORM_JOBS)]
+    refused = too_many_requests(cp)
+    assert op.proc is not None
+    base_rss = _rss_mb(op.proc.pid)
+    start = time.perf_counter()
+    for name in names:
+        custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, _job(name))
+    census.wait_all(names, "opened")
+    opened_s = time.perf_counter() - start
+    open_rss = _rss_mb(op.proc.pid)
+    start = time.perf_counter()
+    for name in names:
+        custom.patch_namespaced_custom_object(
+            GROUP, VERSION, ns, PLURAL, name, {"spec": {"state": "closed"}}
+        )
+    census.wait_all(names, "closed")
+    closed_s = time.perf_counter() - start
+    time.sleep(SETTLE_S)
+    closed_rss = _rss_mb(op.proc.pid)
+    _row(f"{STORM_JOBS} jobs created → all opened", opened_s, "s")
+    _row(f"{STORM_JOBS} jobs patched closed → all closed", closed_s, "s")
+    _row("429s from the apiserver in the storm", too_many_requests(cp) - refused, "")
+    _row("operator RSS per open idle job", (open_rss - base_rss) * 1024 / STORM_JOBS, "KB")
+    _row("operator RSS after they closed, over base", closed_rss - base_rss, "MB")
+
+
 def _bodies() -> list[bytes]:
     lines = [json.dumps({"time": T0 + i, "v": (i % 97) * 0.5}) for i in range(RECORDS)]
     return ["\n".join(lines[i : i + BATCH]).encode() for i in range(0, RECORDS, BATCH)]
@@ -225,7 +302,7 @@ def main() -> int:
         bare = Watcher(api_client, FLOOR_NAMESPACE, bare_operator(custom, FLOOR_NAMESPACE))
         floor = open_close_rounds(cp, custom, bare, "floor")
         op = OperatorProcess(cp, Path(tmp) / "data", Path(tmp) / "operator.log")
-        op.start(namespace=NAMESPACE, MLJOB_STATUS_INTERVAL="2")
+        op.start(MLJOB_STATUS_INTERVAL="2")
         try:
             watcher = Watcher(api_client, NAMESPACE)
             real = open_close_rounds(cp, custom, watcher, "job")
@@ -240,6 +317,7 @@ def main() -> int:
             ratio = med(real.writes_per_close) / max(floor_writes, 1)
             _row("writes on mljobs per close", med(real.writes_per_close), "", ratio)
             _ingest(cp, op, custom, watcher)
+            storm(cp, op, api_client, custom)
         finally:
             op.stop()
     return 0
