@@ -15,6 +15,7 @@ Run with `make bench`; it asserts nothing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import statistics
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import kubernetes
+import urllib3
 
 from devtools.controlplane import ControlPlane
 from devtools.operatorproc import OperatorProcess, install_crd_and_rbac, service_account_token
@@ -92,6 +94,10 @@ class Watcher:
         threading.Thread(target=self._run, daemon=True).start()
 
     def _run(self) -> None:
+        with contextlib.suppress(urllib3.exceptions.HTTPError, OSError):  # the end of the run
+            self._follow()
+
+    def _follow(self) -> None:
         stream = kubernetes.watch.Watch().stream(
             self.custom.list_namespaced_custom_object, GROUP, VERSION, self.namespace, PLURAL
         )
