@@ -253,3 +253,40 @@ def score_corpus(
         tuple(group(g, m) for g, m in sorted(groups.items())),
         per_file,
     )
+
+
+@dataclass(frozen=True)
+class Detections:
+    windows: int
+    found: int
+    false_positives: int
+
+
+def detections(files: Sequence[LabelledFile], threshold: float) -> Detections:
+    """Windows with at least one detection, and detections outside every window."""
+    found = fps = windows = 0
+    for f in files:
+        detected = f.scored & (f.scores >= threshold)
+        fps += int((detected & (f.window == OUTSIDE)).sum())
+        windows += f.n_windows
+        found += len(np.unique(f.window[detected & (f.window != OUTSIDE)]))
+    return Detections(windows, found, fps)
+
+
+def calibration_gap(
+    files: Sequence[LabelledFile], p: Profile, group_of: dict[str, str]
+) -> tuple[float, float, float]:
+    """Normalised totals with one threshold for all files, one per group, one per file:
+    how much is lost because scores of different series are not on one scale. Diagnostic
+    only; the benchmark allows one threshold."""
+    nulls = null_files(files)
+    null_t, _ = best_threshold(nulls, p)
+    null_raw = sum(score_file(f, p, null_t).raw for f in nulls)
+    perfect = p.tp_weight * sum(f.n_windows for f in files)
+    groups: dict[str, list[LabelledFile]] = {}
+    for f in files:
+        groups.setdefault(group_of.get(f.name, "all"), []).append(f)
+    one = best_threshold(files, p)[1]
+    per_group = sum(best_threshold(g, p)[1] for g in groups.values())
+    per_file = sum(best_threshold([f], p)[1] for f in files)
+    return tuple(normalised(r, null_raw, perfect) for r in (one, per_group, per_file))  # type: ignore[return-value]

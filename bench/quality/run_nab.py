@@ -38,6 +38,8 @@ from bench.quality.nab_score import (
     CorpusScore,
     LabelledFile,
     Profile,
+    calibration_gap,
+    detections,
     score_corpus,
     score_file,
 )
@@ -223,6 +225,26 @@ def table(results: dict[str, CorpusScore]) -> str:
     return "\n".join(lines)
 
 
+def diagnostics(series: list[Series], files: list[LabelledFile], result: CorpusScore) -> str:
+    """Where the standard score comes from, and what one score scale across series costs."""
+    p = PROFILES[0]
+    folder_of = {s.name: s.folder for s in series}
+    lines = [f"at the standard threshold {result.threshold:.4f}:"]
+    for folder in sorted({s.folder for s in series}):
+        d = detections([f for f in files if folder_of[f.name] == folder], result.threshold)
+        lines.append(
+            f"  {folder:<24} windows found {d.found:>3} of {d.windows:<3}"
+            f" false positives {d.false_positives:>4}"
+        )
+    one, per_group, per_file = calibration_gap(files, p, folder_of)
+    lines.append(
+        f"standard score with one threshold {one:.1f}; with one per folder {per_group:.1f};"
+        f" one per series {per_file:.1f} (diagnostic: the gap is score scales that differ"
+        " between series)"
+    )
+    return "\n".join(lines)
+
+
 def per_file_report(series: list[Series], result: CorpusScore) -> str:
     lines = [f"per file ({result.profile}, threshold {result.threshold:.4f}):"]
     lines.append(f"  {'file':<52}{'span':>6}{'win':>4}{'raw':>8}{'null':>7}{'TP':>5}{'FP':>5}")
@@ -355,6 +377,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = score_all(files, folder_of)
     print("NAB scores of the engine (one `mean` detector per series, initialAnomalyScore):")
     print(table(results))
+    print()
+    print(diagnostics(series, files, results[PROFILES[0].name]))
     if args.per_file:
         print()
         print(per_file_report(series, results[PROFILES[0].name]))

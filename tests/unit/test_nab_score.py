@@ -12,6 +12,8 @@ from bench.quality.nab_score import (
     LabelledFile,
     Profile,
     best_threshold,
+    calibration_gap,
+    detections,
     position_reward,
     probation_rows,
     score_corpus,
@@ -111,3 +113,20 @@ def test_normalisation_null_is_zero_and_perfect_is_one_hundred() -> None:
     got = score_corpus([LabelledFile.build("f.csv", half, windows)], p)
     assert got.total.score == pytest.approx(50.0)
     assert got.threshold == 0.9
+
+
+def test_detections_and_the_calibration_gap() -> None:
+    windows = [(100, 103)]
+    # Series a flags its window at 0.9 and noise at 0.5; series b flags its window at 0.4
+    # and noise at 0.3: one threshold cannot serve both, one per series can.
+    a = np.zeros(300)
+    a[[100, 200]] = [0.9, 0.5]
+    b = np.zeros(300)
+    b[[100, 200]] = [0.4, 0.3]
+    files = [LabelledFile.build(n, s, windows) for n, s in (("a", a), ("b", b))]
+    d = detections(files, 0.45)
+    assert (d.windows, d.found, d.false_positives) == (2, 1, 1)
+    one, per_group, per_file = calibration_gap(files, STANDARD, {"a": "x", "b": "x"})
+    assert per_group == pytest.approx(one)
+    assert per_file == pytest.approx(100.0)
+    assert one < per_file
