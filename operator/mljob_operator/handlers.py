@@ -93,6 +93,11 @@ class Registry:
             controller.wake.set()
 
 
+def _quiet_wakes(record: logging.LogRecord) -> bool:
+    """kopf logs every event handler's success; `changed` runs on every watch event."""
+    return "Handler 'changed' succeeded" not in record.getMessage()
+
+
 class NoDiffBase(kopf.DiffBaseStorage):
     """kopf's create/update diffing stores the last handled spec in an annotation, one more
     write per spec change (so per close). Nothing here uses it: there are no on.create or
@@ -119,6 +124,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = NoDiffBase()
     settings.posting.level = logging.WARNING
+    logging.getLogger("kopf.objects").addFilter(_quiet_wakes)
     settings.networking.error_backoffs = [1, 2, 5, 10]
     settings.watching.server_timeout = 300
     settings.background.cancellation_polling = 1

@@ -26,6 +26,9 @@ from mljob_operator.api import GROUP, PLURAL, VERSION
 CONFLICT_RETRIES = 5
 KUBE_THREADS = 8
 """The synchronous client's own threads: a slow apiserver cannot take the engine's."""
+REVIEW_THREADS = 4
+"""TokenReviews and SubjectAccessReviews get their own: a storm of sign-ins (or reviews
+hanging while etcd is down) never queues the controllers' status writes behind it."""
 REQUEST_TIMEOUT_S = (5.0, 30.0)
 """(connect, read): a half-open connection must not hold a job's controller forever."""
 
@@ -55,19 +58,28 @@ class KubeClient:
     def __init__(self, api_client: Any | None = None) -> None:
         if api_client is None:
             kubernetes.config.load_config()  # type: ignore[no-untyped-call]
-            api_client = kubernetes.client.ApiClient()
+            config = kubernetes.client.Configuration.get_default_copy()
+            config.connection_pool_maxsize = KUBE_THREADS + REVIEW_THREADS
+            api_client = kubernetes.client.ApiClient(config)
         self._api_client = api_client
         self._pool = ThreadPoolExecutor(KUBE_THREADS, thread_name_prefix="kube")
+        self._reviews = ThreadPoolExecutor(REVIEW_THREADS, thread_name_prefix="kube-review")
         self._custom = kubernetes.client.CustomObjectsApi(api_client)
         self._authn = kubernetes.client.AuthenticationV1Api(api_client)
         self._authz = kubernetes.client.AuthorizationV1Api(api_client)
 
-    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def _call(
+        self,
+        fn: Callable[..., T],
+        *args: Any,
+        pool: ThreadPoolExecutor | None = None,
+        **kwargs: Any,
+    ) -> T:
         kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT_S)
         for attempt in range(CONFLICT_RETRIES):
             try:
                 call = functools.partial(fn, *args, **kwargs)
-                return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+                return await asyncio.get_running_loop().run_in_executor(pool or self._pool, call)
             except kubernetes.client.ApiException as err:
                 if err.status == 409 and attempt + 1 < CONFLICT_RETRIES:
                     await asyncio.sleep(0.05 * 2**attempt)
@@ -120,14 +132,16 @@ class KubeClient:
     async def review_token(self, token: str) -> dict[str, Any]:
         body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview"}
         body["spec"] = {"token": token}  # type: ignore[assignment]
-        result = await self._call(self._authn.create_token_review, body)
+        result = await self._call(self._authn.create_token_review, body, pool=self._reviews)
         status: dict[str, Any] = self._api_client.sanitize_for_serialization(result)["status"]
         return status
 
     async def review_access(self, spec: dict[str, Any]) -> bool:
         body = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview"}
         body["spec"] = spec  # type: ignore[assignment]
-        result = await self._call(self._authz.create_subject_access_review, body)
+        result = await self._call(
+            self._authz.create_subject_access_review, body, pool=self._reviews
+        )
         return result.status is not None and bool(result.status.allowed)
 
     def endpoints(self) -> tuple[tuple[str, int], ...]:
@@ -143,4 +157,5 @@ class KubeClient:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)
+        self._reviews.shutdown(wait=False)
         self._api_client.close()

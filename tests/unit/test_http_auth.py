@@ -155,3 +155,41 @@ def test_apiserver_failure_is_503_not_a_denial() -> None:
     reviews.fail = True
     with pytest.raises(Unavailable, match="etcd is down"):
         run(Authorizer(reviews).authenticate("Bearer good"))
+
+
+def test_concurrent_requests_with_one_token_share_one_review() -> None:
+    class SlowReviews:
+        def __init__(self) -> None:
+            self.token_reviews = 0
+            self.access_reviews = 0
+            self.release = asyncio.Event()
+
+        async def review_token(self, token: str) -> dict[str, Any]:
+            self.token_reviews += 1
+            await self.release.wait()
+            return {"authenticated": True, "user": {"username": "pipeline"}}
+
+        async def review_access(self, spec: dict[str, Any]) -> bool:
+            self.access_reviews += 1
+            await self.release.wait()
+            return True
+
+    async def test() -> None:
+        reviews = SlowReviews()
+        auth = Authorizer(reviews)
+        users = asyncio.gather(*(auth.authenticate("Bearer t") for _ in range(50)))
+        await asyncio.sleep(0.01)
+        reviews.release.set()
+        signed_in = await users
+        assert {u.username for u in signed_in} == {"pipeline"}
+        assert reviews.token_reviews == 1, "one TokenReview for fifty requests"
+        reviews.release.clear()
+        asks = asyncio.gather(
+            *(auth.allowed(signed_in[0], POST_DATA, "ns", "j") for _ in range(50))
+        )
+        await asyncio.sleep(0.01)
+        reviews.release.set()
+        assert all(await asks)
+        assert reviews.access_reviews == 1
+
+    asyncio.run(test())

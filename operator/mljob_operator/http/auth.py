@@ -10,11 +10,12 @@ data pipeline costs the apiserver a couple of reviews per TTL rather than one pe
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, cast
 
 from cachetools import TLRUCache
 
@@ -24,6 +25,7 @@ from mljob_operator.http.errors import Forbidden, Unauthorized, Unavailable
 from mljob_operator.http.limits import SignInFailures
 from mljob_operator.kube import KubeError
 
+T = TypeVar("T")
 ALLOWED_TTL_S = 10.0
 DENIED_TTL_S = 2.0
 CACHE_SIZE = 4096
@@ -86,6 +88,8 @@ class Authorizer:
         ttu = _ttl(allowed_ttl, denied_ttl)
         self._users: TLRUCache[str, User | None] = TLRUCache(maxsize, ttu=ttu, timer=clock)
         self._decisions: TLRUCache[tuple[Any, ...], bool] = TLRUCache(maxsize, ttu=ttu, timer=clock)
+        self._reviewing: dict[Any, asyncio.Future[Any]] = {}
+        self._asking: dict[Any, asyncio.Future[Any]] = {}
 
     async def authenticate(self, header: str | None, client: str = "") -> User:
         """The caller; a `client` (address) whose tokens keep being rejected is refused
@@ -98,18 +102,40 @@ class Authorizer:
         else:
             if limit is not None:
                 limit.check(client)
-            try:
-                review = await self.reviewer.review_token(token)
-            except KubeError as err:
-                raise Unavailable(f"cannot review the token with the apiserver: {err}") from err
-            ok = bool(review.get("authenticated")) and bool(review.get("user"))
-            user = User.from_review(review["user"]) if ok else None
+            user = await self._single_flight(self._reviewing, key, self._review(token))
             self._users[key] = user
         if user is None:
             if limit is not None:
                 limit.failed(client)
             raise Unauthorized("the bearer token was rejected by the apiserver (TokenReview)")
         return user
+
+    async def _review(self, token: str) -> User | None:
+        try:
+            review = await self.reviewer.review_token(token)
+        except KubeError as err:
+            raise Unavailable(f"cannot review the token with the apiserver: {err}") from err
+        ok = bool(review.get("authenticated")) and bool(review.get("user"))
+        return User.from_review(review["user"]) if ok else None
+
+    @staticmethod
+    async def _single_flight(
+        pending: dict[Any, asyncio.Future[Any]], key: Any, work: Coroutine[Any, Any, T]
+    ) -> T:
+        """One review per key at a time: concurrent requests with the same token (or the
+        same question) share it instead of each asking the apiserver."""
+        if key in pending:
+            work.close()
+            return cast(T, await asyncio.shield(pending[key]))
+        future: asyncio.Future[Any] = asyncio.ensure_future(work)
+        pending[key] = future
+        try:
+            return cast(T, await asyncio.shield(future))
+        finally:
+            if future.done():
+                pending.pop(key, None)
+            else:
+                future.add_done_callback(lambda _: pending.pop(key, None))
 
     async def allowed(self, user: User, permission: Permission, namespace: str, name: str) -> bool:
         key = (user, permission, namespace, name)
@@ -129,12 +155,15 @@ class Authorizer:
                 "verb": permission.verb,
             },
         }
-        try:
-            decision = await self.reviewer.review_access(spec)
-        except KubeError as err:
-            raise Unavailable(f"cannot check access with the apiserver: {err}") from err
+        decision = await self._single_flight(self._asking, key, self._ask(spec))
         self._decisions[key] = decision
         return decision
+
+    async def _ask(self, spec: dict[str, Any]) -> bool:
+        try:
+            return await self.reviewer.review_access(spec)
+        except KubeError as err:
+            raise Unavailable(f"cannot check access with the apiserver: {err}") from err
 
     async def require(
         self, user: User, permission: Permission, namespace: str, name: str, action: str
