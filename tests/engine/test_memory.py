@@ -60,3 +60,23 @@ def test_soft_limit_still_models_new_series(store: SQLiteStore) -> None:
     stats = job.model_size_stats
     assert stats.memory_status == "soft_limit"
     assert stats.bucket_allocation_failures_count == 0
+
+
+def test_at_the_hard_limit_new_series_are_not_even_stored(store: SQLiteStore) -> None:
+    free = _job(store, None)
+    _post(free, 10, 0)
+    limit = int(free.model_size_stats.model_bytes / 10 * 20)
+    job = _job(store, limit)
+    for bucket in range(3):
+        _post(job, 50, bucket)
+    assert job.model_size_stats.memory_status == "hard_limit"
+    assert job.analyzer is not None
+    table = job.analyzer.table("p")
+    labels, cached = len(table.labels), len(table.ids)
+    hostile = [{"time": T0 + 4 * 60, "p": f"new-{i}"} for i in range(5000)]
+    counts = job.post_data(ndjson(hostile))
+    assert counts.processed_record_count == 150 + 5000, "the records are counted"
+    assert (len(table.labels), len(table.ids)) == (labels, cached), "nothing of them is kept"
+    assert job.analyzer.detectors[0].model.size < 25
+    job.flush(advance_time_ms=(T0 + 5 * 60) * 1000)
+    assert job.model_size_stats.bucket_allocation_failures_count == 4, "and counted"

@@ -8,6 +8,7 @@ layer relies on that to replay its write-ahead log after a restart.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,13 +87,15 @@ class LabelTable:
             self.nbytes += label_bytes(lab)
         return j
 
-    def ids_for(self, values: list[Any]) -> I64:
+    def ids_for(self, values: list[Any], may_add: Callable[[], bool] = lambda: True) -> I64:
+        """The ids of `values`; unknown ones are interned, or stay -1 when `may_add()` says
+        no (a model at its hard memory limit stores nothing of a series it cannot model)."""
         get = self.ids.get
         try:
             out = [get(v, -1) for v in values]
         except TypeError:
             out = [-1] * len(values)
-        if -1 in out:
+        if -1 in out and may_add():
             for i, v in enumerate(values):
                 if out[i] == -1:
                     out[i] = self._add(ingest.label(v))
@@ -294,7 +297,7 @@ class Analyzer:
             for n in (d.cfg.by_field_name, d.cfg.partition_field_name)
             if n
         }:
-            ids[name] = self.table(name).ids_for(col(name))
+            ids[name] = self.table(name).ids_for(col(name), self._may_add_series)
         for d in self.detectors:
             series = self._series(d, ids, bucket)
             keep = series >= 0
@@ -337,7 +340,8 @@ class Analyzer:
         pf, bf = d.cfg.partition_field_name, d.cfg.by_field_name
         pid = ids[pf] if pf else np.zeros(n, dtype=np.int64)
         bid = ids[bf] if bf else np.zeros(n, dtype=np.int64)
-        key = (pid << 32) | bid
+        unknown = (pid < 0) | (bid < 0)
+        key = np.where(unknown, -1, (pid << 32) | bid)
         if not pf and not bf:
             uniq, inv = np.zeros(1, dtype=np.int64), None
         else:
@@ -345,11 +349,11 @@ class Analyzer:
         mapped = []
         refused = []
         for k in uniq.tolist():
-            s = d.keys.get(k)
+            s = -1 if k < 0 else d.keys.get(k)
             if s is None:
                 s = self._allocate(d, k)
-                if s < 0:
-                    refused.append(k)
+            if s < 0:
+                refused.append(k)
             mapped.append(s)
         series = np.array(mapped, dtype=np.int64)
         out = np.full(n, series[0], dtype=np.int64) if inv is None else series[inv]
@@ -358,12 +362,19 @@ class Analyzer:
             self.failed_buckets.update(np.unique(bucket[lost]).tolist())
         return out
 
-    def _allocate(self, d: DetectorState, key: int) -> int:
+    def _may_add_series(self) -> bool:
+        return not self._at_hard_limit()
+
+    def _at_hard_limit(self) -> bool:
         limit = self.config.model_memory_limit_bytes
-        if limit is not None:
-            self.refresh_memory()
-            if memory_status(self.model_bytes, limit) == "hard_limit":
-                return -1
+        if limit is None:
+            return False
+        self.refresh_memory()
+        return memory_status(self.model_bytes, limit) == "hard_limit"
+
+    def _allocate(self, d: DetectorState, key: int) -> int:
+        if self._at_hard_limit():
+            return -1
         s = d.model.size
         d.model.add_series(1)
         d.keys[key] = s
