@@ -49,6 +49,8 @@ class JobStatusWriter:
         self._current: MLJobStatus | None = None
         self._written_at: float | None = None
         self._flush: asyncio.Task[None] | None = None
+        self._flush_waiting = False
+        self._written: MLJobStatus | None = None
         self._lock = asyncio.Lock()
         self._changed = asyncio.Event()
 
@@ -86,6 +88,7 @@ class JobStatusWriter:
             await self.kube.replace_status(self.namespace, self.name, status.to_json_dict())
             self.current = status
             self._written_at = self.monotonic()
+            self._written = status
 
     def stage(self, status: MLJobStatus) -> None:
         """Make `status` the truth now; write it only if still the latest in `progress_s`."""
@@ -94,20 +97,26 @@ class JobStatusWriter:
             self._flush = asyncio.get_running_loop().create_task(self._flush_later())
 
     async def _flush_later(self) -> None:
+        self._flush_waiting = True
         await asyncio.sleep(self.progress_s)
-        status = self.current
-        if status is None:
-            return
+        self._flush_waiting = False
         async with self._lock:
+            status = self.current
+            if status is None or status is self._written:
+                return
             try:
                 await self.kube.replace_status(self.namespace, self.name, status.to_json_dict())
             except Exception as err:  # the next write carries it
                 log.warning("%s/%s: progress not written: %s", self.namespace, self.name, err)
                 return
             self._written_at = self.monotonic()
+            self._written = status
 
     def _cancel_flush(self) -> None:
-        if self._flush is not None and not self._flush.done():
+        """Drop a staged write still waiting; one already sent is left to finish (a
+        cancelled await would not stop its request, which could then land after a newer
+        status), and the next write waits for it on the lock."""
+        if self._flush is not None and not self._flush.done() and self._flush_waiting:
             self._flush.cancel()
         self._flush = None
 

@@ -427,3 +427,30 @@ def test_staged_progress_is_written_only_if_still_the_latest_after_a_while() -> 
         writer.close()
 
     run(test)
+
+
+def test_a_staged_write_in_flight_never_lands_after_a_newer_status() -> None:
+    class SlowApiserver(Apiserver):
+        def __init__(self) -> None:
+            super().__init__(SPEC)
+            self.gate = asyncio.Event()
+
+        async def replace_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+            if status["state"] == "closing":
+                await self.gate.wait()
+            await super().replace_status(namespace, name, status)
+
+    async def test() -> None:
+        api = SlowApiserver()
+        writer = JobStatusWriter("ns", "j", api, interval_s=0.0, progress_s=0.01)
+        writer.stage(MLJobStatus(state=JobState.CLOSING))
+        await asyncio.sleep(0.05)
+        final = asyncio.ensure_future(writer.write(MLJobStatus(state=JobState.CLOSED)))
+        await asyncio.sleep(0.05)
+        api.gate.set()
+        await asyncio.wait_for(final, 5)
+        assert [w["state"] for w in api.writes] == ["closing", "closed"], "in order"
+        await asyncio.sleep(0.05)
+        assert api.writes[-1]["state"] == "closed"
+
+    run(test)
