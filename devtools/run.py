@@ -119,11 +119,16 @@ def main() -> int:
             token = service_account_token(cp, NAMESPACE, "demo-admin", "mljob-admin")
             run_demo(cp, op, token)
             print(
-                "\nEverything keeps running. In another shell:\n"
+                "\nEverything keeps running. In another shell, paste:\n"
                 f"  export KUBECONFIG={cp.kubeconfig}\n"
-                f"  export PATH={cp.binaries['kubectl'].parent}:$PATH\n"
+                f"  export PATH={Path(sys.executable).parent}:"
+                f"{cp.binaries['kubectl'].parent}:$PATH\n"
+                f"  export MLJOB_SERVER={op.url} MLJOB_CA={op.ca_file}\n"
+                f'  export MLJOB_TOKEN="$(kubectl create token demo-admin -n {NAMESPACE})"\n'
+                "then, for instance:\n"
+                f"  mljob -n {NAMESPACE} status; mljob -n {NAMESPACE} results {JOB} --desc"
+                " --sort anomalyScore --size 5\n"
                 f"  kubectl get mlj -n {NAMESPACE}; kubectl describe mlj {JOB} -n {NAMESPACE}\n"
-                f"  data API: {op.url} (token: kubectl create token demo-admin -n {NAMESPACE})\n"
                 "Ctrl-C stops it all.",
                 flush=True,
             )

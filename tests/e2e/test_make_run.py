@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -33,6 +34,7 @@ def test_demo_takes_data_closes_and_stops_cleanly(tmp_path: Path) -> None:
                 lines.append(line)
                 if "Ctrl-C stops it all." in line or time.monotonic() > deadline:
                     break
+            pasted = paste_the_exports(lines)
         finally:
             proc.send_signal(signal.SIGINT)
             rest, _ = proc.communicate(timeout=60)
@@ -45,3 +47,20 @@ def test_demo_takes_data_closes_and_stops_cleanly(tmp_path: Path) -> None:
     assert top, output
     assert top[0].strip().startswith("15:"), top
     assert "stopping the operator and the control plane" in output
+    assert pasted.returncode == 0, pasted.stdout + pasted.stderr
+    statuses = json.loads(pasted.stdout.splitlines()[0])
+    assert statuses["event-rate"]["state"] == "closed", "the pasted exports reach the demo"
+    assert "event-rate: " in pasted.stdout, "and the data API, with the pasted token"
+
+
+def paste_the_exports(lines: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run what the demo tells a user to paste in another shell, then the CLI."""
+    exports = [line.strip() for line in lines if line.startswith("  export ")]
+    assert len(exports) == 4, lines
+    script = "\n".join(
+        [*exports, "mljob -n demo status -o json", "mljob -n demo results event-rate --size 3"]
+    )
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MLJOB_", "KUBECONFIG"))}
+    return subprocess.run(
+        ["bash", "-c", script], env=clean, capture_output=True, text=True, timeout=60, check=False
+    )
