@@ -9,11 +9,13 @@ the control plane it gets PR_SET_PDEATHSIG, so a killed test session leaks no pr
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
@@ -39,7 +41,9 @@ def openmetrics(
 class Prometheus(Service):
     """`with Prometheus(openmetrics_text) as prom:` — `prom.url` serves the backfilled data."""
 
-    def __init__(self, backfill: str) -> None:
+    def __init__(self, backfill: str, scrape: tuple[str, ...] = ()) -> None:
+        """`scrape`: host:port targets scraped at /metrics every second (job `scraped`,
+        honouring the targets' own labels: the operator labels its series `job`)."""
         for binary in (PROMETHEUS, PROMTOOL):
             if not binary.exists():
                 raise RuntimeError(
@@ -47,6 +51,7 @@ class Prometheus(Service):
                 )
         self.root = Path(tempfile.mkdtemp(prefix="mljob-prom-"))
         self.backfill = backfill
+        self.scrape = scrape
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -60,7 +65,7 @@ class Prometheus(Service):
             capture_output=True,
         )
         config = self.root / "prometheus.yml"
-        config.write_text("global:\n  scrape_interval: 1h\nscrape_configs: []\n")
+        config.write_text(self._config())
         self.proc = spawn_logged(
             [
                 str(PROMETHEUS),
@@ -72,6 +77,25 @@ class Prometheus(Service):
             self.root / "prometheus.log",
         )
         self._wait_ready()
+
+    def _config(self) -> str:
+        if not self.scrape:
+            return "global:\n  scrape_interval: 1h\nscrape_configs: []\n"
+        targets = ", ".join(f'"{t}"' for t in self.scrape)
+        return (
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+            "scrape_configs:\n"
+            "  - job_name: scraped\n    honor_labels: true\n"
+            f"    static_configs:\n      - targets: [{targets}]\n"
+        )
+
+    def query(self, promql: str) -> list[dict[str, object]]:
+        """An instant query's result vector."""
+        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            answer = json.loads(resp.read())
+        result: list[dict[str, object]] = answer["data"]["result"]
+        return result
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from asyncio import FIRST_COMPLETED
 from collections.abc import Awaitable, Callable, Mapping
@@ -22,7 +23,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from mljob_operator import events, lifecycle
+from mljob_operator import events, lifecycle, metrics
 from mljob_operator.api import (
     FORCE_CLOSE_ANNOTATION,
     CloseStep,
@@ -101,6 +102,9 @@ class JobController:
         by hand); the registry then forgets this controller."""
         self.fed_by_datafeed = False
         """Whether the spec last seen has a datafeed (the data API then refuses posts)."""
+        self.latest_scores: tuple[float, float] | None = None
+        """(anomaly score, highest record score) of the newest final bucket, kept after a
+        close for monitoring."""
         self.wake = asyncio.Event()
         self.lock = asyncio.Lock()
         self.emit: EventSink = _ignore
@@ -296,6 +300,7 @@ class JobController:
         return True
 
     async def _engine_failure(self, obs: Observation, decision: Decision, err: Exception) -> None:
+        metrics.ENGINE_ERRORS.labels(decision.action.value).inc()
         attempt = self.retries.failures + 1
         log.exception("%s: %s failed (attempt %d)", self.id, decision.action, attempt)
         delay = self.retries.failed()
@@ -321,6 +326,7 @@ class JobController:
         return f"{self.clock():%Y%m%dt%H%M%S}-{uuid.uuid4().hex[:6]}"
 
     def _with_stats(self, status: MLJobStatus, stats: EngineStats | None = None) -> MLJobStatus:
+        self.latest_scores = self.runtime.latest_scores(self.id) or self.latest_scores
         return with_stats(status, stats or self.runtime.stats(self.id))
 
     async def _initialize_closed(self, obs: Observation, _: Decision) -> None:
@@ -363,10 +369,12 @@ class JobController:
             await self.runtime.stop_intake(self.id, close.close_id)
         self.faults.checkpoint(f"before:{step.value}")
         self.faults.maybe_fail(step.value)
+        started = time.monotonic()
         task = asyncio.ensure_future(self._engine_step(close.close_id, step))
         if not await self._await_step(obs, task, decision.close_deadline):
             return
         results = await task
+        metrics.STEP_SECONDS.labels(step.value).observe(time.monotonic() - started)
         self.faults.checkpoint(f"after:{step.value}")
         status = lifecycle.step_done(self._now(obs), step, results)
         self.writer.stage(self._with_stats(status))
@@ -407,6 +415,7 @@ class JobController:
     async def _time_out(self, obs: Observation, _: Decision) -> None:
         status = lifecycle.timed_out(obs)
         await self.writer.write(status)
+        metrics.CLOSES.labels("timed_out").inc()
         assert status.last_close is not None
         self.emit(events.timed_out(lifecycle.timeout_message(status.last_close)))
 
@@ -416,6 +425,8 @@ class JobController:
         status = self._with_stats(lifecycle.finish_close(obs), stats)
         await self.writer.write(status)
         assert status.last_close is not None
+        metrics.CLOSES.labels("closed").inc()
+        metrics.CLOSE_SECONDS.observe(status.last_close.duration_seconds or 0.0)
         self.emit(events.closed(status.last_close))
 
     async def _force_close(self, obs: Observation, _: Decision) -> None:
@@ -427,6 +438,7 @@ class JobController:
         trigger = lifecycle.close_trigger(obs)
         status = self._with_stats(lifecycle.force_closed(obs, self._new_id(), trigger), stats)
         await self.writer.write(status)
+        metrics.CLOSES.labels("forced").inc()
         self.emit(events.force_closed(status.last_handled_force_close))
 
     async def _ignore_force(self, obs: Observation, _: Decision) -> None:
@@ -437,6 +449,7 @@ class JobController:
     async def _refuse_close(self, obs: Observation, _: Decision) -> None:
         status = lifecycle.refuse_close(obs)
         await self.writer.write(status)
+        metrics.CLOSES.labels("refused").inc()
         self.emit(events.close_refused(status))
 
 

@@ -9,14 +9,17 @@ annotation is not kept at all (`NoDiffBase`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
+import prometheus_client
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
-from mljob_operator.api import FINALIZER, GROUP, PLURAL, VERSION
+from mljob_operator import metrics
+from mljob_operator.api import FINALIZER, GROUP, PLURAL, VERSION, MLJobStatus
 from mljob_operator.controller import JobController, job_id
 from mljob_operator.events import MAX_MESSAGE, Event, EventSink
 from mljob_operator.http.auth import Authorizer
@@ -41,6 +44,12 @@ class Registry:
     settings: OperatorSettings
     controllers: dict[str, JobController] = field(default_factory=dict)
     http: web.AppRunner | None = None
+    metrics_http: web.AppRunner | None = None
+
+    def statuses(self) -> Iterator[tuple[str, str, MLJobStatus]]:
+        for controller in list(self.controllers.values()):
+            if controller.status is not None:
+                yield controller.namespace, controller.name, controller.status
 
     async def controller(self, namespace: str, name: str, uid: str | None) -> JobController:
         """The controller of this object; a new object under an old name (another uid)
@@ -87,6 +96,10 @@ class Registry:
         if controller is not None:
             await controller.writer.changed(timeout_s)
 
+    def latest_scores(self, namespace: str, name: str) -> tuple[float, float] | None:
+        controller = self.controllers.get(job_id(namespace, name))
+        return None if controller is None else controller.latest_scores
+
     def wake(self, key: str) -> None:
         controller = self.controllers.get(key)
         if controller is not None:
@@ -109,6 +122,19 @@ class NoDiffBase(kopf.DiffBaseStorage):
 
     def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
         return None
+
+
+def metrics_app() -> web.Application:
+    """Prometheus's text format at /metrics, plain HTTP, no token (no job data beyond
+    names and counts)."""
+
+    async def serve(_: web.Request) -> web.Response:
+        body = prometheus_client.generate_latest(metrics.REGISTRY)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_get("/metrics", serve)
+    return app
 
 
 def _emitter(body: kopf.Body) -> EventSink:
@@ -151,6 +177,14 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
             cert, key = generated_pair(op.data_dir / "tls", op.tls_names)
         ssl_context = server_context(cert, key)
     registry.http = await start_server(api.app(), op.http_host, op.http_port, ssl_context)
+    if op.metrics_addr is not None:
+        metrics.watch_jobs(
+            registry.statuses,
+            registry.latest_scores,
+            lambda: api.limits.ingest.in_flight,
+        )
+        host, port = op.metrics_addr
+        registry.metrics_http = await start_server(metrics_app(), host, port, what="metrics")
     memo["registry"] = registry
 
 
@@ -159,8 +193,9 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     registry: Registry | None = memo.get("registry")
     if registry is None:
         return
-    if registry.http is not None:
-        await registry.http.cleanup()
+    for server in (registry.http, registry.metrics_http):
+        if server is not None:
+            await server.cleanup()
     for key in list(registry.controllers):
         await registry.runtime.release(key)
     registry.runtime.close()

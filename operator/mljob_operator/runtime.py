@@ -330,6 +330,13 @@ class JobRuntime:
         job = slot.job
         return to_api.data_counts(job.data_counts), to_api.model_size_stats(job.model_size_stats)
 
+    def latest_scores(self, job_id: str) -> tuple[float, float] | None:
+        """(anomaly score, highest record score) of the newest bucket this process
+        finalised for the job, as first published; None when it has none yet."""
+        slot = self._slots.get(job_id)
+        latest = slot.job.latest_final if slot is not None and slot.job is not None else None
+        return None if latest is None else (latest.anomaly_score, latest.max_record_score)
+
     async def recorded_stats(self, job_id: str) -> tuple[DataCounts, ModelSizeStats, str | None]:
         """Counts (live when loaded, else as stored) and the active snapshot id."""
         row = await self._read(self._store.get_job, job_id)

@@ -56,6 +56,9 @@ class OperatorSettings:
     sign_in_failures_per_minute: int = 30
     """Rejected tokens per client address and minute before it is refused without a
     TokenReview (`MLJOB_SIGNIN_FAILURES_PER_MINUTE`)."""
+    metrics_addr: tuple[str, int] | None = None
+    """Where Prometheus metrics are served, plain HTTP at /metrics (`MLJOB_METRICS_ADDR`,
+    `host:port`; unset: not served)."""
     datafeed_allow: tuple[str, ...] = ()
     """Hosts, IPs or CIDRs a datafeed may reach although they are link-local or the
     apiserver (`MLJOB_DATAFEED_ALLOW`, comma list); see `datafeed/destinations.py`."""
@@ -88,6 +91,7 @@ class OperatorSettings:
             waiters_per_user=int(values.get("MLJOB_WAITERS_PER_USER", "16")),
             sign_in_failures_per_minute=int(values.get("MLJOB_SIGNIN_FAILURES_PER_MINUTE", "30")),
             datafeed_allow=_words(values.get("MLJOB_DATAFEED_ALLOW", "")),
+            metrics_addr=_address("MLJOB_METRICS_ADDR", values.get("MLJOB_METRICS_ADDR", "")),
         )
 
     def with_datafeed_policy(self, apiserver: tuple[tuple[str, int], ...]) -> OperatorSettings:
@@ -95,6 +99,15 @@ class OperatorSettings:
         Service address from KUBERNETES_SERVICE_HOST/PORT is refused too)."""
         policy = DestinationPolicy.build(apiserver, self.datafeed_allow)
         return replace(self, datafeed_policy=policy)
+
+
+def _address(name: str, value: str) -> tuple[str, int] | None:
+    if not value:
+        return None
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"{name} must be host:port, got {value!r}")
+    return host.strip("[]"), int(port)
 
 
 def _words(value: str) -> tuple[str, ...]:

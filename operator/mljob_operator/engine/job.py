@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -47,6 +48,13 @@ from mljob_operator.engine.results import (
 from mljob_operator.engine.scoring import NOISE_RAW
 
 
+@dataclass(frozen=True, slots=True)
+class LatestFinal:
+    timestamp: int
+    anomaly_score: float
+    max_record_score: float
+
+
 class JobNotClosedError(EngineError):
     """The operation needs a closed job (revert to a snapshot)."""
 
@@ -74,6 +82,8 @@ class Job:
         self.clock = clock
         self.intake_open = True
         self._failed = False
+        self.latest_final: LatestFinal | None = None
+        """The newest final bucket this process has finalised, for monitoring."""
         self._lock = threading.RLock()
         self._last_stats: tuple[DataCounts, ModelSizeStats] | None = None
         self._last_persist_ms = self._now_ms()
@@ -221,6 +231,21 @@ class Job:
         result = self._write(self.job_id, batch)
         if result.wal_seq is not None:
             self.applied_seq = result.wal_seq
+        self._note_latest(out)
+
+    def _note_latest(self, out: Output) -> None:
+        final = [b for b in out.buckets if not b.is_interim]
+        if not final:
+            return
+        last = max(final, key=lambda b: b.timestamp)
+        records = [
+            r.initial_record_score
+            for r in out.records
+            if not r.is_interim and r.timestamp == last.timestamp
+        ]
+        self.latest_final = LatestFinal(
+            last.timestamp, last.initial_anomaly_score, max(records, default=0.0)
+        )
 
     def _write(self, job_id: str, batch: WriteBatch) -> CommitResult:
         """Commit; a refusal marks the job failed (its model may be ahead of the store)."""

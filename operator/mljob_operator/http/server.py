@@ -21,6 +21,7 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from mljob_operator import metrics
 from mljob_operator.api import JobState
 from mljob_operator.api import results as shapes
 from mljob_operator.api.permissions import FORCE_CLOSE, OPEN_CLOSE, Permission
@@ -70,6 +71,16 @@ class ApiLimits:
     waiters: WaiterLimit
 
 
+@web.middleware
+async def count_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """mljob_http_requests by route template (never the raw path) and final status."""
+    response = await handler(request)
+    info = request.match_info
+    route = info.route.resource.canonical if info.route.resource is not None else "unmatched"
+    metrics.HTTP_REQUESTS.labels(route, str(response.status)).inc()
+    return response
+
+
 def answer(model: BaseModel, status: int = 200) -> web.Response:
     return web.Response(
         body=model.model_dump_json(by_alias=True), status=status, content_type="application/json"
@@ -117,7 +128,7 @@ class DataApi:
         job before their handler runs."""
         app = web.Application(
             client_max_size=self.max_body_bytes,
-            middlewares=[errors_as_json(self.max_body_bytes)],
+            middlewares=[count_requests, errors_as_json(self.max_body_bytes)],
         )
         for route in ROUTES:
             handler: Handler = getattr(self, route.handler)
@@ -360,12 +371,12 @@ class DataApi:
 
 
 async def start_server(
-    app: web.Application, host: str, port: int, ssl_context: Any = None
+    app: web.Application, host: str, port: int, ssl_context: Any = None, what: str = "data API"
 ) -> web.AppRunner:
     runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
     await site.start()
     scheme = "https" if ssl_context is not None else "http"
-    log.info("data API listening on %s://%s:%d", scheme, host, port)
+    log.info("%s listening on %s://%s:%d", what, scheme, host, port)
     return runner
