@@ -109,15 +109,22 @@ class JobsCollector(Collector):
         failing = GaugeMetricFamily(
             "mljob_datafeed_failing", "1 while the datafeed's pulls fail.", labels=labels
         )
+        failed = GaugeMetricFamily(
+            "mljob_job_failed",
+            "1 while the job is failed (see its Failed condition).",
+            labels=labels,
+        )
         now_ms = self.clock() * 1000
         for ns, job, st in jobs:
             model.add_metric([ns, job], st.model_size_stats.model_bytes)
+            failed.add_metric([ns, job], 1 if st.state == JobState.FAILED else 0)
             feed = st.datafeed
             if feed is not None:
                 if feed.searched_until is not None:
                     lag.add_metric([ns, job], max(now_ms - feed.searched_until, 0) / 1000)
                 failing.add_metric([ns, job], 1 if feed.last_error else 0)
         yield model
+        yield failed
         yield lag
         yield failing
         yield from self._scores(jobs, labels)

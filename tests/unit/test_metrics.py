@@ -82,6 +82,7 @@ def test_per_job_figures_come_from_the_statuses() -> None:
     assert 'mljob_bucket_anomaly_score{job="web",namespace="team-a"} 87.5' in text
     assert 'mljob_record_score_max{job="web",namespace="team-a"} 99.0' in text
     assert 'mljob_bucket_anomaly_score{job="db"' not in text, "no bucket final yet"
+    assert 'mljob_job_failed{job="web",namespace="team-a"} 0.0' in text
 
 
 def test_http_requests_are_counted_by_route_template(tmp_path: Path) -> None:
