@@ -396,8 +396,8 @@ class JobRuntime:
     async def retain_snapshot(
         self, job_id: str, snapshot_id: str, retain: bool
     ) -> api.ModelSnapshot:
-        updated = await self._read(self._store.set_snapshot_retain, job_id, snapshot_id, retain)
+        updated = await self._work(self._store.set_snapshot_retain, job_id, snapshot_id, retain)
         return to_api.model_snapshot(updated)
 
     async def delete_snapshot(self, job_id: str, snapshot_id: str) -> None:
-        await self._read(self._store.delete_snapshot, job_id, snapshot_id)
+        await self._work(self._store.delete_snapshot, job_id, snapshot_id)

@@ -111,7 +111,7 @@ class StateRequests:
         apiserver every `poll_s`."""
         target = change.target.value
         while True:
-            status = await self._status(namespace, name)
+            status, held = await self._status(namespace, name)
             progress, detail = change.progress(status, generation)
             if progress == Progress.REACHED:
                 return
@@ -124,17 +124,18 @@ class StateRequests:
                     "request timed out but the operator goes on. Watch status.conditions, "
                     "or close again with force=true."
                 )
-            if self.statuses is not None and self.statuses.status_of(namespace, name):
+            if held and self.statuses is not None:
                 await self.statuses.status_changed(namespace, name, min(self.poll_s, remaining))
             else:
                 await asyncio.sleep(min(self.poll_s, remaining))
 
-    async def _status(self, namespace: str, name: str) -> dict[str, Any]:
+    async def _status(self, namespace: str, name: str) -> tuple[dict[str, Any], bool]:
+        """The job's status, and whether it is the one a controller here holds."""
         held = self.statuses.status_of(namespace, name) if self.statuses else None
         if held is not None:
-            return held
+            return held, True
         try:
             obj = await self._get(namespace, name)
         except NotFound as err:
             raise NotFound(f"MLJob {namespace}/{name} was deleted while waiting") from err
-        return dict(obj.get("status") or {})
+        return dict(obj.get("status") or {}), False
