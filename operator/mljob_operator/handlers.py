@@ -26,7 +26,7 @@ from mljob_operator.http.auth import Authorizer
 from mljob_operator.http.desired import StateRequests
 from mljob_operator.http.limits import IngestBudget, SignInFailures, WaiterLimit
 from mljob_operator.http.server import ApiLimits, DataApi, start_server
-from mljob_operator.http.tls import generated_pair, server_context
+from mljob_operator.http.tls import ReloadingContext, generated_pair
 from mljob_operator.kube import KubeClient
 from mljob_operator.runtime import JobRuntime
 from mljob_operator.settings import OperatorSettings
@@ -175,7 +175,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         cert, key = op.tls_cert, op.tls_key
         if cert is None or key is None:
             cert, key = generated_pair(op.data_dir / "tls", op.tls_names)
-        ssl_context = server_context(cert, key)
+        ssl_context = ReloadingContext(cert, key).listener
     registry.http = await start_server(api.app(), op.http_host, op.http_port, ssl_context)
     if op.metrics_addr is not None:
         metrics.watch_jobs(

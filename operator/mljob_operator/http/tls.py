@@ -4,14 +4,23 @@ Bearer tokens travel on every request, so the API is HTTPS unless told otherwise
 generated pair lives under `<data dir>/tls/` (on the operator's volume) and is reused while
 it has more than `RENEW_BEFORE` left, so clients that pinned it keep working across
 restarts; its certificate is also what a test or a CLI user passes as the CA to trust.
+
+A mounted pair is replaced in place when its Secret changes (cert-manager renewing it), so
+`ReloadingContext` checks the files when a client says hello and serves the new pair from
+that handshake on, without a restart; a pair that does not load (a key not matching its
+certificate, half written) is refused and the previous one kept.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import logging
+import os
 import socket
 import ssl
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography import x509
@@ -23,6 +32,9 @@ VALIDITY = dt.timedelta(days=365)
 RENEW_BEFORE = dt.timedelta(days=30)
 DEFAULT_NAMES = ("localhost", "127.0.0.1", "::1")
 CERT_FILE, KEY_FILE = "tls.crt", "tls.key"
+CHECK_EVERY_S = 1.0
+
+log = logging.getLogger(__name__)
 
 
 def _san(name: str) -> x509.GeneralName:
@@ -102,3 +114,78 @@ def server_context(cert: Path, key: Path) -> ssl.SSLContext:
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(cert, key)
     return ctx
+
+
+Fingerprint = tuple[tuple[int, int, int], ...]
+
+
+def _fingerprint(*paths: Path) -> Fingerprint:
+    """Inode, size and mtime of each file, following symlinks (a Secret volume swaps its
+    `..data` link, so a renewed pair has new inodes)."""
+    stats = [os.stat(p) for p in paths]
+    return tuple((s.st_ino, s.st_size, s.st_mtime_ns) for s in stats)
+
+
+class ReloadingContext:
+    """A server SSL context that serves the newest loadable pair of `cert` and `key`.
+
+    The listener's context has an SNI callback, which OpenSSL calls on every ClientHello
+    (with or without a server name): at most every `check_every_s` it compares the files'
+    fingerprint with the loaded one and, when they changed, builds a new context; every
+    handshake is switched to the newest context. No task, no timer: a pair is reloaded by
+    the first connection after it changed."""
+
+    def __init__(
+        self,
+        cert: Path,
+        key: Path,
+        check_every_s: float = CHECK_EVERY_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.cert, self.key = cert, key
+        self.check_every_s, self.clock = check_every_s, clock
+        self._seen = _fingerprint(cert, key)
+        self.listener = server_context(cert, key)
+        self.listener.sni_callback = self._hello
+        self.current = self.listener
+        self._checked_at = clock()
+        self.reloads = 0
+
+    def check(self) -> bool:
+        """Load the pair again if its files changed; True when a new pair is served."""
+        self._checked_at = self.clock()
+        try:
+            seen = _fingerprint(self.cert, self.key)
+        except OSError as err:
+            log.warning(
+                "TLS pair %s, %s unreadable, serving the previous one: %s", *self._paths(), err
+            )
+            return False
+        if seen == self._seen:
+            return False
+        self._seen = seen
+        try:
+            fresh = server_context(self.cert, self.key)
+        except (OSError, ssl.SSLError) as err:
+            log.warning(
+                "TLS pair %s, %s refused, serving the previous one: %s", *self._paths(), err
+            )
+            return False
+        self.current = fresh
+        self.reloads += 1
+        log.info("TLS pair %s, %s reloaded", *self._paths())
+        return True
+
+    def _paths(self) -> tuple[str, str]:
+        return str(self.cert), str(self.key)
+
+    def _hello(
+        self, conn: ssl.SSLObject | ssl.SSLSocket, server_name: str | None, _: ssl.SSLContext
+    ) -> None:
+        try:
+            if self.clock() - self._checked_at >= self.check_every_s:
+                self.check()
+            if conn.context is not self.current:
+                conn.context = self.current
+        except Exception:  # an escaping error would fail the handshake with no trace
+            log.exception("TLS pair check failed; serving the previous pair")
