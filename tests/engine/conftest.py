@@ -1,7 +1,14 @@
-"""Fixtures for engine tests: a fresh SQLite store per test and a fake clock."""
+"""Fixtures for engine tests: a fresh store per test on each backend, and a fake clock.
+
+Every test that takes `store` (or `store_backend`) runs twice: on SQLite and on a real
+PostgreSQL cluster (one per session, started by `devtools.postgres`; each store of a test
+in its own schema). `-k sqlite` or `-k postgres` picks one.
+"""
 
 from __future__ import annotations
 
+import re
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -9,9 +16,12 @@ from typing import Any
 import orjson
 import pytest
 
-from mljob_operator.store import SQLiteStore
+from devtools.postgres import PostgresCluster
+from mljob_operator.store import SQLiteStore, Store
+from mljob_operator.store.postgres import PostgresStore
 
 T0 = 1_700_000_000 - 1_700_000_000 % 86_400  # a UTC midnight
+STORE_BACKENDS = ("sqlite", "postgres")
 
 
 class FakeClock:
@@ -22,9 +32,53 @@ class FakeClock:
         return self.now
 
 
+class StoreBackend:
+    """Opens a test's stores on one backend. The same (directory, name) is the same store
+    when opened again, as a restarted process sees it."""
+
+    def __init__(self, kind: str, postgres: PostgresCluster | None = None) -> None:
+        self.kind = kind
+        self.postgres = postgres
+        self._schemas: dict[tuple[Path, str], str] = {}
+
+    def location(self, where: Path, name: str = "mljob") -> str:
+        """A SQLite file path or a PostgreSQL URL, for `open_location` (or a subprocess)."""
+        if self.postgres is None:
+            return str(where / f"{name}.sqlite")
+        key = (where, name)
+        if key not in self._schemas:
+            self._schemas[key] = (
+                f"{re.sub(r'[^a-z0-9]', '_', name.lower())[:30]}_{uuid.uuid4().hex[:12]}"
+            )
+        return self.postgres.schema_url(self._schemas[key], "mljob_tests")
+
+    def open(self, where: Path, name: str = "mljob") -> Store:
+        return open_location(self.location(where, name))
+
+
+def open_location(location: str) -> Store:
+    if location.startswith("postgresql:"):
+        return PostgresStore(location, max_connections=4)
+    return SQLiteStore(location)
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    with PostgresCluster() as pg:
+        pg.execute("CREATE DATABASE mljob_tests")
+        yield pg
+
+
+@pytest.fixture(scope="session", params=STORE_BACKENDS)
+def store_backend(request: pytest.FixtureRequest) -> StoreBackend:
+    if request.param == "postgres":
+        return StoreBackend("postgres", request.getfixturevalue("postgres_cluster"))
+    return StoreBackend("sqlite")
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SQLiteStore]:
-    s = SQLiteStore(tmp_path / "mljob.sqlite")
+def store(store_backend: StoreBackend, tmp_path: Path) -> Iterator[Store]:
+    s = store_backend.open(tmp_path)
     yield s
     s.close()
 

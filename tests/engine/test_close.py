@@ -11,8 +11,8 @@ import pytest
 
 from mljob_operator.engine import DetectorConfig, Job, JobConfig, JobNotClosedError
 from mljob_operator.engine.job import revert_to_snapshot
-from mljob_operator.store import ActiveSnapshotError, ResultsQuery, SQLiteStore
-from tests.engine.conftest import T0, FakeClock, ndjson
+from mljob_operator.store import ActiveSnapshotError, ResultsQuery, Store
+from tests.engine.conftest import T0, FakeClock, StoreBackend, ndjson
 
 SPAN = 300
 STEPS = ("stop_intake", "flush_buffers", "finalize_results", "persist_snapshot", "prune_history")
@@ -46,7 +46,7 @@ def _close(job: Job, close_id: str) -> dict[str, Any]:
     return {step: getattr(job, step)(close_id) for step in STEPS}
 
 
-def _results(store: SQLiteStore, job_id: str) -> tuple[list[tuple[object, ...]], ...]:
+def _results(store: Store, job_id: str) -> tuple[list[tuple[object, ...]], ...]:
     q = ResultsQuery(size=100_000)
     _, buckets = store.query_buckets(job_id, q)
     _, records = store.query_records(job_id, q)
@@ -78,9 +78,7 @@ def _results(store: SQLiteStore, job_id: str) -> tuple[list[tuple[object, ...]],
     )
 
 
-def test_close_steps_are_idempotent_and_make_one_snapshot(
-    store: SQLiteStore, clock: FakeClock
-) -> None:
+def test_close_steps_are_idempotent_and_make_one_snapshot(store: Store, clock: FakeClock) -> None:
     job = Job.open(store, "c", CONFIG, clock=clock)
     job.post_data(_data(0, 100))
     first = _close(job, "close-1")
@@ -97,16 +95,16 @@ def test_close_steps_are_idempotent_and_make_one_snapshot(
 
 @pytest.mark.parametrize("crash_after", range(len(STEPS)))
 def test_close_resumes_after_a_crash_with_one_snapshot(
-    tmp_path: Path, clock: FakeClock, crash_after: int
+    store_backend: StoreBackend, tmp_path: Path, clock: FakeClock, crash_after: int
 ) -> None:
-    store = SQLiteStore(tmp_path / "db.sqlite")
+    store = store_backend.open(tmp_path)
     job = Job.open(store, "c", CONFIG, clock=clock)
     job.post_data(_data(0, 100))
     for step in STEPS[: crash_after + 1]:
         getattr(job, step)("close-1")
     store.close()  # the process dies; nothing in memory survives
     clock.now += 60
-    store = SQLiteStore(tmp_path / "db.sqlite")
+    store = store_backend.open(tmp_path)
     job = Job.open(store, "c", CONFIG, clock=clock)
     outcome = _close(job, "close-1")
     assert outcome["flush_buffers"] == 8
@@ -118,9 +116,7 @@ def test_close_resumes_after_a_crash_with_one_snapshot(
     store.close()
 
 
-def test_close_and_reopen_gives_the_same_model_and_results(
-    store: SQLiteStore, clock: FakeClock
-) -> None:
+def test_close_and_reopen_gives_the_same_model_and_results(store: Store, clock: FakeClock) -> None:
     whole = Job.open(store, "whole", CONFIG, clock=clock)
     for start in range(0, 1200, 200):
         whole.post_data(_data(start, start + 200))
@@ -144,7 +140,7 @@ def test_close_and_reopen_gives_the_same_model_and_results(
         np.testing.assert_allclose(a.model.rows(), b.model.rows(), rtol=1e-9, atol=1e-12)
 
 
-def test_snapshots_revert_and_delete(store: SQLiteStore, clock: FakeClock) -> None:
+def test_snapshots_revert_and_delete(store: Store, clock: FakeClock) -> None:
     job = Job.open(store, "r", CONFIG, clock=clock)
     job.post_data(_data(0, 300))
     first = job.persist_snapshot("c1")
@@ -174,7 +170,7 @@ def test_snapshots_revert_and_delete(store: SQLiteStore, clock: FakeClock) -> No
 
 
 def test_prune_history_applies_snapshot_and_results_retention(
-    store: SQLiteStore, clock: FakeClock
+    store: Store, clock: FakeClock
 ) -> None:
     cfg = JobConfig(
         detectors=(DetectorConfig("count"),),

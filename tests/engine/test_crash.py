@@ -10,8 +10,7 @@ import textwrap
 from pathlib import Path
 
 from mljob_operator.engine import DetectorConfig, Job, JobConfig
-from mljob_operator.store import SQLiteStore
-from tests.engine.conftest import T0, FakeClock, ndjson
+from tests.engine.conftest import T0, FakeClock, StoreBackend, ndjson
 
 BATCH = 500
 SPAN = 60
@@ -20,10 +19,10 @@ WRITER = textwrap.dedent(
     """
     import sys
     from mljob_operator.engine import DetectorConfig, Job, JobConfig
-    from mljob_operator.store import SQLiteStore
+    from tests.engine.conftest import open_location
     from tests.engine.test_crash import CONFIG, batch
 
-    store = SQLiteStore(sys.argv[1])
+    store = open_location(sys.argv[1])
     job = Job.open(store, "crash", CONFIG, clock=lambda: 1_800_000_000.0)
     if sys.argv[2] == "snapshot-first":
         job.post_data(batch(0))
@@ -54,12 +53,12 @@ def batch(n: int) -> bytes:
     )
 
 
-def _kill_after(db: Path, acks: int, mode: str) -> int:
+def _kill_after(location: str, acks: int, mode: str) -> int:
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{root / 'operator'}"}
     last = -1
     with subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(db), mode],
+        [sys.executable, "-c", WRITER, location, mode],
         stdout=subprocess.PIPE,
         env=env,
         cwd=root,
@@ -78,17 +77,16 @@ def _kill_after(db: Path, acks: int, mode: str) -> int:
     return last + 1
 
 
-def _check(tmp_path: Path, mode: str) -> None:
-    db = tmp_path / "crash.sqlite"
-    acked = _kill_after(db, 6, mode)
-    store = SQLiteStore(db)
+def _check(backend: StoreBackend, tmp_path: Path, mode: str) -> None:
+    acked = _kill_after(backend.location(tmp_path, "crash"), 6, mode)
+    store = backend.open(tmp_path, "crash")
     job = Job.open(store, "crash", CONFIG, clock=FakeClock())
     counts = job.data_counts
     assert counts.input_record_count >= acked * BATCH
     assert counts.input_record_count % BATCH == 0
     done = counts.input_record_count // BATCH
 
-    reference_store = SQLiteStore(tmp_path / "reference.sqlite")
+    reference_store = backend.open(tmp_path, "reference")
     reference = Job.open(reference_store, "crash", CONFIG, clock=FakeClock())
     for n in range(done):
         reference.post_data(batch(n))
@@ -103,9 +101,11 @@ def _check(tmp_path: Path, mode: str) -> None:
     reference_store.close()
 
 
-def test_sigkill_loses_no_acknowledged_record(tmp_path: Path) -> None:
-    _check(tmp_path, "log-only")
+def test_sigkill_loses_no_acknowledged_record(store_backend: StoreBackend, tmp_path: Path) -> None:
+    _check(store_backend, tmp_path, "log-only")
 
 
-def test_sigkill_after_a_snapshot_replays_the_log_after_it(tmp_path: Path) -> None:
-    _check(tmp_path, "snapshot-first")
+def test_sigkill_after_a_snapshot_replays_the_log_after_it(
+    store_backend: StoreBackend, tmp_path: Path
+) -> None:
+    _check(store_backend, tmp_path, "snapshot-first")

@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 
 from mljob_operator.engine import DataFormatError, DetectorConfig, Job, JobConfig, snapshots
 from mljob_operator.engine.functions import FUNCTIONS
-from mljob_operator.store import ResultsQuery, SQLiteStore
-from tests.engine.conftest import T0, FakeClock
+from mljob_operator.store import ResultsQuery, Store
+from tests.engine.conftest import T0, FakeClock, StoreBackend
 
 SPAN = 60
 JOB = "total"
@@ -137,7 +137,7 @@ def configs(draw: st.DrawFn) -> JobConfig:
     )
 
 
-def _results_are_finite(store: SQLiteStore) -> None:
+def _results_are_finite(store: Store) -> None:
     _, buckets = store.query_buckets(JOB, ResultsQuery(size=10_000))
     _, found = store.query_records(JOB, ResultsQuery(size=10_000))
     for b in buckets:
@@ -164,7 +164,7 @@ def _run(job: Job, op: Post | Flush, clock: FakeClock) -> None:
         pass
 
 
-def _replayed_equals_live(store: SQLiteStore, job: Job, config: JobConfig) -> Job:
+def _replayed_equals_live(store: Store, job: Job, config: JobConfig) -> Job:
     assert job.analyzer is not None
     live = snapshots.encode(job.analyzer)
     live_counts = job.analyzer.counts.copy()
@@ -179,10 +179,10 @@ def _replayed_equals_live(store: SQLiteStore, job: Job, config: JobConfig) -> Jo
 @settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(config=configs(), ops=operations)
 def test_any_input_is_taken_or_refused_and_replays_exactly(
-    config: JobConfig, ops: list[Post | Flush | Persist | Reopen]
+    store_backend: StoreBackend, config: JobConfig, ops: list[Post | Flush | Persist | Reopen]
 ) -> None:
     with TemporaryDirectory() as tmp:
-        store = SQLiteStore(Path(tmp) / "total.sqlite")
+        store = store_backend.open(Path(tmp), "total")
         try:
             clock = FakeClock()
             job = Job.open(store, JOB, config, clock=clock)

@@ -6,13 +6,13 @@ import pytest
 
 from mljob_operator.engine import DataFormatError, DetectorConfig, Job, JobClosedError, JobConfig
 from mljob_operator.engine.analyzer import MAX_AHEAD_BUCKETS
-from mljob_operator.store import ResultsQuery, SQLiteStore
+from mljob_operator.store import ResultsQuery, Store
 from tests.engine.conftest import T0, FakeClock, ndjson
 
 SPAN = 60
 
 
-def _job(store: SQLiteStore, clock: FakeClock) -> Job:
+def _job(store: Store, clock: FakeClock) -> Job:
     cfg = JobConfig(
         detectors=(DetectorConfig("count"),),
         bucket_span_s=SPAN,
@@ -27,7 +27,7 @@ def _steady(start: int, stop: int, per_bucket: int = 10) -> bytes:
     )
 
 
-def test_interim_results_are_replaced_by_final_ones(store: SQLiteStore, clock: FakeClock) -> None:
+def test_interim_results_are_replaced_by_final_ones(store: Store, clock: FakeClock) -> None:
     job = _job(store, clock)
     job.post_data(_steady(0, 100))
     job.post_data(ndjson([{"time": T0 + 100 * SPAN + i} for i in range(60)]))
@@ -53,9 +53,7 @@ def test_interim_results_are_replaced_by_final_ones(store: SQLiteStore, clock: F
     assert job.data_counts.bucket_count == 101
 
 
-def test_advance_time_finalises_and_skip_time_discards(
-    store: SQLiteStore, clock: FakeClock
-) -> None:
+def test_advance_time_finalises_and_skip_time_discards(store: Store, clock: FakeClock) -> None:
     job = _job(store, clock)
     job.post_data(_steady(0, 20))
     result = job.flush(advance_time_ms=(T0 + 25 * SPAN) * 1000)
@@ -73,7 +71,7 @@ def test_advance_time_finalises_and_skip_time_discards(
     assert count == 0
 
 
-def test_flush_and_post_refused_after_stop_intake(store: SQLiteStore, clock: FakeClock) -> None:
+def test_flush_and_post_refused_after_stop_intake(store: Store, clock: FakeClock) -> None:
     job = _job(store, clock)
     job.stop_intake("c1")
     with pytest.raises(JobClosedError):
@@ -83,7 +81,7 @@ def test_flush_and_post_refused_after_stop_intake(store: SQLiteStore, clock: Fak
 
 
 def test_advance_too_far_is_refused_unless_the_gap_is_skipped(
-    store: SQLiteStore, clock: FakeClock
+    store: Store, clock: FakeClock
 ) -> None:
     job = _job(store, clock)
     job.post_data(_steady(0, 10))

@@ -11,7 +11,7 @@ from mljob_operator.engine import DetectorConfig, Job, JobConfig
 from mljob_operator.engine.analyzer import Analyzer
 from mljob_operator.engine.functions import FUNCTIONS, Side
 from mljob_operator.engine.ingest import parse_records
-from mljob_operator.store import ResultsQuery, SQLiteStore
+from mljob_operator.store import ResultsQuery, Store
 from tests.engine.conftest import T0, FakeClock, ndjson
 
 SPAN = 60
@@ -105,7 +105,7 @@ def _series(function: str, rng: np.random.Generator) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize("function", sorted(FUNCTIONS))
-def test_function_flags_only_its_side(store: SQLiteStore, clock: FakeClock, function: str) -> None:
+def test_function_flags_only_its_side(store: Store, clock: FakeClock, function: str) -> None:
     spec = FUNCTIONS[function]
     field = ("u" if spec.metric.value == "distinct" else "v") if spec.needs_field else None
     cfg = JobConfig(

@@ -14,13 +14,13 @@ from mljob_operator.engine.analyzer import (
     QUIET_BUCKETS_MODELLED,
     Analyzer,
 )
-from mljob_operator.store import ResultsQuery, SQLiteStore
+from mljob_operator.store import ResultsQuery, Store
 from tests.engine.conftest import T0, FakeClock, ndjson
 
 SPAN = 60
 
 
-def _job(store: SQLiteStore, clock: FakeClock, function: str = "mean") -> Job:
+def _job(store: Store, clock: FakeClock, function: str = "mean") -> Job:
     field = None if function == "count" else "v"
     cfg = JobConfig(
         detectors=(DetectorConfig(function, field_name=field),),
@@ -34,7 +34,7 @@ def _series(start: int, stop: int) -> bytes:
     return ndjson([{"time": T0 + b * SPAN, "v": 10.0 + b % 3} for b in range(start, stop)])
 
 
-def _all_finite(store: SQLiteStore) -> None:
+def _all_finite(store: Store) -> None:
     _, buckets = store.query_buckets("hostile", ResultsQuery(size=10_000))
     _, records = store.query_records("hostile", ResultsQuery(size=10_000))
     for b in buckets:
@@ -45,7 +45,7 @@ def _all_finite(store: SQLiteStore) -> None:
 
 
 @pytest.mark.timeout(20)
-def test_a_record_dated_9999_is_counted_and_dropped(store: SQLiteStore, clock: FakeClock) -> None:
+def test_a_record_dated_9999_is_counted_and_dropped(store: Store, clock: FakeClock) -> None:
     job = _job(store, clock, "count")
     job.post_data(_series(0, 100))
     counts = job.post_data(ndjson([{"time": 253402300799}]))
@@ -57,14 +57,14 @@ def test_a_record_dated_9999_is_counted_and_dropped(store: SQLiteStore, clock: F
     assert job.flush().last_finalized_bucket_end == (T0 + 199 * SPAN) * 1000
 
 
-def test_the_first_body_is_bounded_too(store: SQLiteStore, clock: FakeClock) -> None:
+def test_the_first_body_is_bounded_too(store: Store, clock: FakeClock) -> None:
     job = _job(store, clock, "count")
     counts = job.post_data(ndjson([{"time": T0}, {"time": 253402300799}, {"time": -5}]))
     assert counts.invalid_date_count == 2
     assert counts.processed_record_count == 1
 
 
-def test_a_gap_inside_the_bound_is_analysed(store: SQLiteStore, clock: FakeClock) -> None:
+def test_a_gap_inside_the_bound_is_analysed(store: Store, clock: FakeClock) -> None:
     job = _job(store, clock, "count")
     job.post_data(_series(0, 10))
     gap = MAX_AHEAD_BUCKETS - 100
@@ -75,7 +75,7 @@ def test_a_gap_inside_the_bound_is_analysed(store: SQLiteStore, clock: FakeClock
 
 @pytest.mark.parametrize("value", [1e200, -1e200, 1e51, "1e300", "nan", "inf"])
 def test_values_beyond_the_bound_are_dropped_early_and_late(
-    store: SQLiteStore, clock: FakeClock, value: object
+    store: Store, clock: FakeClock, value: object
 ) -> None:
     job = _job(store, clock)
     job.post_data(ndjson([{"time": T0 + b * SPAN, "v": 1.0} for b in range(3)]))
@@ -91,9 +91,7 @@ def test_values_beyond_the_bound_are_dropped_early_and_late(
     assert reopened.data_counts.processed_record_count == 0
 
 
-def test_a_huge_but_bounded_value_keeps_every_score_finite(
-    store: SQLiteStore, clock: FakeClock
-) -> None:
+def test_a_huge_but_bounded_value_keeps_every_score_finite(store: Store, clock: FakeClock) -> None:
     job = _job(store, clock, "sum")
     job.post_data(ndjson([{"time": T0 + b * SPAN, "v": 1e50} for b in range(5)]))
     job.post_data(ndjson([{"time": T0 + b * SPAN, "v": -1e50} for b in range(5, 300)]))
@@ -103,7 +101,7 @@ def test_a_huge_but_bounded_value_keeps_every_score_finite(
 
 @pytest.mark.parametrize("name", ["advanceTime", "skipTime"])
 def test_far_flushes_are_refused_before_any_bucket_is_final(
-    store: SQLiteStore, clock: FakeClock, name: str
+    store: Store, clock: FakeClock, name: str
 ) -> None:
     job = _job(store, clock, "count")
     job.post_data(_series(0, 1))
@@ -123,7 +121,7 @@ MONTH = 30 * 24 * 60  # 1-minute buckets
     ("function", "most_steps"), [("count", QUIET_BUCKETS_MODELLED), ("mean", 0)]
 )
 def test_a_month_long_gap_analyses_a_bounded_number_of_buckets_one_by_one(
-    store: SQLiteStore,
+    store: Store,
     clock: FakeClock,
     monkeypatch: pytest.MonkeyPatch,
     function: str,
@@ -151,7 +149,7 @@ def test_a_month_long_gap_analyses_a_bounded_number_of_buckets_one_by_one(
     _all_finite(store)
 
 
-def test_a_gap_replays_to_the_same_model(store: SQLiteStore, clock: FakeClock) -> None:
+def test_a_gap_replays_to_the_same_model(store: Store, clock: FakeClock) -> None:
     job = _job(store, clock, "count")
     job.post_data(_series(0, 100))
     job.post_data(_series(100 + 3 * QUIET_BUCKETS_MODELLED, 101 + 3 * QUIET_BUCKETS_MODELLED))
@@ -165,7 +163,7 @@ def test_a_gap_replays_to_the_same_model(store: SQLiteStore, clock: FakeClock) -
 
 
 def test_a_skip_before_any_data_bounds_the_advance_that_comes_with_it(
-    store: SQLiteStore, clock: FakeClock
+    store: Store, clock: FakeClock
 ) -> None:
     job = _job(store, clock, "max")
     with pytest.raises(DataFormatError, match="advanceTime is"):
@@ -174,7 +172,7 @@ def test_a_skip_before_any_data_bounds_the_advance_that_comes_with_it(
 
 
 def test_a_skip_behind_the_first_records_does_not_open_a_gap_back_to_it(
-    store: SQLiteStore, clock: FakeClock
+    store: Store, clock: FakeClock
 ) -> None:
     job = _job(store, clock, "sum")
     job.post_data(_series(0, 1))

@@ -9,11 +9,11 @@ import orjson
 import pytest
 
 from mljob_operator.engine import DataFormatError, DetectorConfig, Job, JobConfig
-from mljob_operator.store import SQLiteStore
+from mljob_operator.store import Store
 from tests.engine.conftest import T0, FakeClock, ndjson
 
 
-def _job(store: SQLiteStore, clock: FakeClock, **kw: object) -> Job:
+def _job(store: Store, clock: FakeClock, **kw: object) -> Job:
     cfg = JobConfig(
         detectors=(DetectorConfig("mean", "v"),),
         bucket_span_s=60,
@@ -35,7 +35,7 @@ def _job(store: SQLiteStore, clock: FakeClock, **kw: object) -> Job:
     ],
 )
 def test_time_formats_give_the_same_timestamps(
-    store: SQLiteStore, clock: FakeClock, time_format: str, stamp: Callable[[int], object]
+    store: Store, clock: FakeClock, time_format: str, stamp: Callable[[int], object]
 ) -> None:
     job = _job(store, clock, time_format=time_format, time_field="ts")
     records = [{"ts": stamp(T0 + 5), "v": 1.0}, {"ts": stamp(T0 + 65), "v": 2.0}]
@@ -49,7 +49,7 @@ def test_time_formats_give_the_same_timestamps(
     assert counts.bucket_count == 1
 
 
-def test_ndjson_and_json_array_are_equivalent(store: SQLiteStore, clock: FakeClock) -> None:
+def test_ndjson_and_json_array_are_equivalent(store: Store, clock: FakeClock) -> None:
     records = [{"time": T0 + i, "v": i} for i in range(10)]
     a = _job(store, clock).post_data(ndjson(records) + b"\n\n")
     store.delete_job("ingest")
@@ -57,7 +57,7 @@ def test_ndjson_and_json_array_are_equivalent(store: SQLiteStore, clock: FakeClo
     assert a.processed_record_count == b.processed_record_count == 10
 
 
-def test_bad_records_are_counted_not_fatal(store: SQLiteStore, clock: FakeClock) -> None:
+def test_bad_records_are_counted_not_fatal(store: Store, clock: FakeClock) -> None:
     job = _job(store, clock, latency_s=30)
     body = ndjson(
         [
@@ -82,9 +82,7 @@ def test_bad_records_are_counted_not_fatal(store: SQLiteStore, clock: FakeClock)
     assert counts.earliest_record_timestamp == (T0 + 85) * 1000
 
 
-def test_a_first_body_without_any_timed_record_is_counted(
-    store: SQLiteStore, clock: FakeClock
-) -> None:
+def test_a_first_body_without_any_timed_record_is_counted(store: Store, clock: FakeClock) -> None:
     job = _job(store, clock)
     counts = job.post_data(b'{"no_time": 1}\n{"time": "later", "v": 2}\n')
     assert (counts.input_record_count, counts.processed_record_count) == (2, 0)
@@ -93,14 +91,14 @@ def test_a_first_body_without_any_timed_record_is_counted(
     assert counts.processed_record_count == 1
 
 
-def test_empty_buckets_are_counted(store: SQLiteStore, clock: FakeClock) -> None:
+def test_empty_buckets_are_counted(store: Store, clock: FakeClock) -> None:
     job = _job(store, clock)
     counts = job.post_data(ndjson([{"time": T0, "v": 1}, {"time": T0 + 300, "v": 1}]))
     assert counts.bucket_count == 5
     assert counts.empty_bucket_count == 4
 
 
-def test_invalid_json_is_refused_and_not_logged(store: SQLiteStore, clock: FakeClock) -> None:
+def test_invalid_json_is_refused_and_not_logged(store: Store, clock: FakeClock) -> None:
     job = _job(store, clock)
     with pytest.raises(DataFormatError):
         job.post_data(b'{"time": 1, "v": 1}\n{nope')

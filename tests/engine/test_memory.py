@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mljob_operator.engine import DetectorConfig, Job, JobConfig
 from mljob_operator.engine.memory import memory_status
-from mljob_operator.store import SQLiteStore
+from mljob_operator.store import Store
 from tests.engine.conftest import T0, FakeClock, ndjson
 
 
@@ -15,7 +15,7 @@ def test_memory_status_thresholds() -> None:
     assert memory_status(100, 100) == "hard_limit"
 
 
-def _job(store: SQLiteStore, limit: int | None) -> Job:
+def _job(store: Store, limit: int | None) -> Job:
     cfg = JobConfig(
         detectors=(DetectorConfig("count", partition_field_name="p"),),
         bucket_span_s=60,
@@ -29,7 +29,7 @@ def _post(job: Job, partitions: int, bucket: int) -> None:
     job.post_data(ndjson([{"time": T0 + bucket * 60, "p": f"p{i:04d}"} for i in range(partitions)]))
 
 
-def test_hard_limit_stops_new_series_and_counts_failed_buckets(store: SQLiteStore) -> None:
+def test_hard_limit_stops_new_series_and_counts_failed_buckets(store: Store) -> None:
     free = _job(store, None)
     _post(free, 10, 0)
     per_series = free.model_size_stats.model_bytes / 10
@@ -50,7 +50,7 @@ def test_hard_limit_stops_new_series_and_counts_failed_buckets(store: SQLiteStor
     assert job.data_counts.processed_record_count == 151
 
 
-def test_soft_limit_still_models_new_series(store: SQLiteStore) -> None:
+def test_soft_limit_still_models_new_series(store: Store) -> None:
     free = _job(store, None)
     _post(free, 10, 0)
     limit = int(free.model_size_stats.model_bytes / 10 * 15)
@@ -62,7 +62,7 @@ def test_soft_limit_still_models_new_series(store: SQLiteStore) -> None:
     assert stats.bucket_allocation_failures_count == 0
 
 
-def test_at_the_hard_limit_new_series_are_not_even_stored(store: SQLiteStore) -> None:
+def test_at_the_hard_limit_new_series_are_not_even_stored(store: Store) -> None:
     free = _job(store, None)
     _post(free, 10, 0)
     limit = int(free.model_size_stats.model_bytes / 10 * 20)

@@ -8,7 +8,7 @@ import pytest
 from mljob_operator.engine import DetectorConfig, Job, JobConfig
 from mljob_operator.engine.model import two_sided_tail
 from mljob_operator.engine.scoring import Normaliser, ScoreScale
-from mljob_operator.store import ResultsQuery, SQLiteStore
+from mljob_operator.store import ResultsQuery, Store
 from tests.engine.conftest import T0, FakeClock, ndjson
 
 SPAN = 60
@@ -45,7 +45,7 @@ def test_tail_probabilities_are_accurate_far_out() -> None:
     assert raw[5] == 300.0
 
 
-def _job(store: SQLiteStore, clock: FakeClock, window_days: int | None = None) -> Job:
+def _job(store: Store, clock: FakeClock, window_days: int | None = None) -> Job:
     cfg = JobConfig(
         detectors=(DetectorConfig("mean", "v"),),
         bucket_span_s=SPAN,
@@ -67,7 +67,7 @@ def _post(job: Job, start: int, stop: int, spikes: dict[int, float]) -> None:
     )
 
 
-def test_bigger_anomaly_renormalises_earlier_scores(store: SQLiteStore, clock: FakeClock) -> None:
+def test_bigger_anomaly_renormalises_earlier_scores(store: Store, clock: FakeClock) -> None:
     job = _job(store, clock)
     _post(job, 0, 500, {400: 8.0})
     q = ResultsQuery(min_score=1, sort="anomaly_score", desc=True)
@@ -89,9 +89,7 @@ def test_bigger_anomaly_renormalises_earlier_scores(store: SQLiteStore, clock: F
         assert 0.0 <= b.anomaly_score <= 100.0
 
 
-def test_renormalisation_leaves_results_outside_the_window(
-    store: SQLiteStore, clock: FakeClock
-) -> None:
+def test_renormalisation_leaves_results_outside_the_window(store: Store, clock: FakeClock) -> None:
     job = _job(store, clock, window_days=1)
     day = 86_400 // SPAN
     _post(job, 0, 500, {400: 8.0})

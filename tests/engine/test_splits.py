@@ -7,13 +7,13 @@ import pytest
 
 from mljob_operator import engine_to_api
 from mljob_operator.engine import DetectorConfig, Job, JobConfig
-from mljob_operator.store import ResultsQuery, SQLiteStore
+from mljob_operator.store import ResultsQuery, Store
 from tests.engine.conftest import T0, FakeClock, ndjson
 
 SPAN = 300
 
 
-def test_partition_and_by_values_split_series(store: SQLiteStore, clock: FakeClock) -> None:
+def test_partition_and_by_values_split_series(store: Store, clock: FakeClock) -> None:
     cfg = JobConfig(
         detectors=(
             DetectorConfig("mean", "latency", by_field_name="status", partition_field_name="host"),
@@ -62,7 +62,7 @@ def test_partition_and_by_values_split_series(store: SQLiteStore, clock: FakeClo
     assert api["influencers"][0] == {"influencerFieldName": "host", "influencerFieldValues": ["h2"]}
 
 
-def test_count_by_field_flags_the_silent_value(store: SQLiteStore, clock: FakeClock) -> None:
+def test_count_by_field_flags_the_silent_value(store: Store, clock: FakeClock) -> None:
     cfg = JobConfig(
         detectors=(DetectorConfig("low_count", by_field_name="service"),),
         bucket_span_s=SPAN,

@@ -1,6 +1,7 @@
 """Persistence for the engine: implementations of its port (`engine.persistence`).
 
-SQLite under the operator's data directory is the embedded default.
+SQLite under the operator's data directory is the embedded default; a `postgresql://`
+URL selects the PostgreSQL store, which several replicas can share.
 """
 
 from pathlib import Path
@@ -35,6 +36,11 @@ __all__ = [
 ]
 
 
-def open_store(data_dir: Path) -> Store:
-    """The store the operator runs on."""
-    return SQLiteStore(data_dir / "mljobs.sqlite")
+def open_store(data_dir: Path, url: str | None = None, connections: int = 16) -> Store:
+    """The store the operator runs on: SQLite in `data_dir`, or PostgreSQL at `url`
+    (imported only then, so an embedded operator never loads psycopg)."""
+    if not url:
+        return SQLiteStore(data_dir / "mljobs.sqlite")
+    from mljob_operator.store.postgres import PostgresStore  # noqa: PLC0415
+
+    return PostgresStore(url, max_connections=connections)
