@@ -111,7 +111,7 @@ def _verdicts(
         elif feed is not None and feed.last_error:
             ready = Verdict(
                 TRUE,
-                Reason.DATAFEED_ERROR,
+                feed.last_error_reason or Reason.DATAFEED_ERROR,
                 f"The job is open, but its datafeed fails and is retried: {feed.last_error}",
             )
         else:

@@ -33,7 +33,7 @@ from mljob_operator.api import (
     Reason,
 )
 from mljob_operator.datafeed import SourceAccess
-from mljob_operator.datafeed_supervisor import DatafeedSupervisor
+from mljob_operator.datafeed_supervisor import DatafeedSupervisor, ObjectReader, key_reader
 from mljob_operator.events import Event, EventSink
 from mljob_operator.faults import FaultInjector
 from mljob_operator.job_status import EngineStats, JobStatusWriter, StatusClient, with_stats
@@ -109,14 +109,21 @@ class JobController:
         self.lock = asyncio.Lock()
         self.emit: EventSink = _ignore
         self._body: BodyView = lambda: {}
+        # a client that can also read Secrets/ConfigMaps serves the datafeed's credentials
+        # (this job's namespace only); without one such a feed fails CredentialsNotFound
+        objects = kube if isinstance(kube, ObjectReader) else None
         self.datafeed = DatafeedSupervisor(
             self.id,
             runtime,
             self.faults,
             clock=clock,
             on_change=self.wake.set,
-            on_error=lambda message: self.emit(events.datafeed_error(message)),
-            access=SourceAccess(settings.max_body_bytes, settings.datafeed_policy),
+            on_error=lambda reason, message: self.emit(events.datafeed_error(message, reason)),
+            access=SourceAccess(
+                settings.max_body_bytes,
+                settings.datafeed_policy,
+                key_reader(objects, namespace) if objects is not None else None,
+            ),
         )
         self._actions: dict[Action, Callable[[Observation, Decision], Awaitable[None]]] = {
             Action.INITIALIZE_CLOSED: self._initialize_closed,

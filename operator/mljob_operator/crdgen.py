@@ -176,8 +176,16 @@ def build_crd() -> dict[str, Any]:
     }
 
 
+class _NoAliasDumper(yaml.SafeDumper):
+    """Writes a node used twice (a model referenced from two places) out in full:
+    anchors and aliases would make the CRD hard to read and to diff."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def _dump(data: Any) -> str:
-    return yaml.safe_dump(data, sort_keys=False, width=100, allow_unicode=True)
+    return yaml.dump(data, Dumper=_NoAliasDumper, sort_keys=False, width=100, allow_unicode=True)
 
 
 def render_manifest(crd: dict[str, Any]) -> str:

@@ -8,20 +8,30 @@ progress. Progress starts from the status the controller recorded, and engine re
 are translated here: a job that stopped taking data ends the feed, anything else is a
 pull error retried with backoff. Pull errors become one Warning event per distinct error
 (again after `ERROR_EVENT_REPEAT_S`), never one per retry.
+
+The Secret and ConfigMap keys a source's authentication names are read with `key_reader`,
+bound to the job's own namespace: GET of the one object (the operator may not list or
+watch them), a missing object or key, or one the operator may not read, is a
+CredentialsNotFound pull error, retried like any other, so creating it heals the feed.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from typing import Protocol, runtime_checkable
 
 from mljob_operator.api import (
+    ConfigMapKeySelector,
     DatafeedState,
     DatafeedStatus,
     HTTPSource,
     MLJobSpec,
+    PrometheusSource,
+    SecretKeySelector,
+    SecretOrConfigMap,
     parse_duration,
 )
 from mljob_operator.datafeed import (
@@ -31,9 +41,18 @@ from mljob_operator.datafeed import (
     PrometheusQuery,
     SourceAccess,
 )
+from mljob_operator.datafeed.credentials import (
+    CONFIG_MAP,
+    SECRET,
+    ClientConfig,
+    CredentialsNotFound,
+    KeyReader,
+    KeyRef,
+)
 from mljob_operator.datafeed.runner import FeedRunner, JobStopped, Progress
 from mljob_operator.engine.errors import JobClosedError
 from mljob_operator.faults import FaultInjector
+from mljob_operator.kube import KubeError
 from mljob_operator.runtime import JobNotOpenError, JobRuntime
 
 log = logging.getLogger(__name__)
@@ -56,6 +75,64 @@ def _duration_ms(text: str) -> int:
     return int(parse_duration(text).total_seconds() * 1000)
 
 
+def _ref(selector: SecretKeySelector | ConfigMapKeySelector) -> KeyRef:
+    kind = SECRET if isinstance(selector, SecretKeySelector) else CONFIG_MAP
+    return KeyRef(kind, selector.name, selector.key)
+
+
+def _either(source: SecretOrConfigMap | None) -> KeyRef | None:
+    if source is None:
+        return None
+    selector = source.secret or source.config_map
+    assert selector is not None
+    return _ref(selector)
+
+
+def client_config(source: PrometheusSource | HTTPSource) -> ClientConfig:
+    """The source's authentication and TLS settings as the datafeed takes them."""
+    auth, basic, tls = source.authorization, source.basic_auth, source.tls_config
+    return ClientConfig(
+        authorization=(auth.type, _ref(auth.credentials)) if auth else None,
+        basic_auth=(_ref(basic.username), _ref(basic.password)) if basic else None,
+        headers=tuple(sorted((source.headers or {}).items())),
+        ca=_either(tls.ca) if tls else None,
+        cert=_either(tls.cert) if tls else None,
+        key=_ref(tls.key_secret) if tls and tls.key_secret else None,
+        server_name=tls.server_name if tls else None,
+        insecure_skip_verify=tls.insecure_skip_verify if tls else False,
+    )
+
+
+@runtime_checkable
+class ObjectReader(Protocol):
+    async def read_data(self, kind: str, namespace: str, name: str) -> Mapping[str, bytes]:
+        """The data of a Secret or ConfigMap; raises KubeError (404 when missing)."""
+
+
+def key_reader(objects: ObjectReader, namespace: str) -> KeyReader:
+    """Reads keys of Secrets and ConfigMaps in `namespace` only, errors worded for users."""
+
+    async def read(ref: KeyRef) -> bytes:
+        where = f"{ref.kind} {namespace}/{ref.name}"
+        try:
+            data = await objects.read_data(ref.kind, namespace, ref.name)
+        except KubeError as err:
+            if err.status == 404:
+                raise CredentialsNotFound(f"{where} not found") from None
+            if err.status == 403:
+                raise CredentialsNotFound(
+                    f"{where}: the operator may not read it (RBAC: get {ref.kind.lower()}s); "
+                    f"bind the ClusterRole mljob-operator-datafeed-credentials to the "
+                    f"operator's ServiceAccount in {namespace}"
+                ) from None
+            raise FeedError(f"{where} could not be read: HTTP {err.status}") from None
+        if ref.key not in data:
+            raise CredentialsNotFound(f"{where} has no key {ref.key!r}")
+        return data[ref.key]
+
+    return read
+
+
 def feed_config(spec: MLJobSpec) -> FeedConfig | None:
     df = spec.datafeed
     if df is None:
@@ -66,14 +143,16 @@ def feed_config(spec: MLJobSpec) -> FeedConfig | None:
     if df.prometheus is not None:
         prom = df.prometheus
         step_ms = max(_duration_ms(prom.step), 1) if prom.step else bucket_ms
-        source = PrometheusQuery(prom.url, prom.query, step_ms, prom.value_field)
+        source = PrometheusQuery(
+            prom.url, prom.query, step_ms, prom.value_field, client_config(prom)
+        )
         chunk_ms = min(
             _duration_ms(df.chunk_span) if df.chunk_span else PROMETHEUS_CHUNK_STEPS * step_ms,
             PROMETHEUS_MAX_CHUNK_STEPS * step_ms,
         )
     else:
         assert isinstance(df.http, HTTPSource)
-        source = HttpQuery(df.http.url)
+        source = HttpQuery(df.http.url, client_config(df.http))
         chunk_ms = _duration_ms(df.chunk_span) if df.chunk_span else HTTP_CHUNK_BUCKETS * bucket_ms
     return FeedConfig(
         source=source,
@@ -100,7 +179,7 @@ class DatafeedSupervisor:
         *,
         clock: Callable[[], datetime],
         on_change: Callable[[], None],
-        on_error: Callable[[str], None],
+        on_error: Callable[[str, str], None],
         access: SourceAccess,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -128,6 +207,7 @@ class DatafeedSupervisor:
                 "searched_until": p.searched_until,
                 "last_pull_time": _from_ms(p.last_pull_ms) or base.last_pull_time,
                 "last_error": p.last_error,
+                "last_error_reason": p.last_error_reason if p.last_error else None,
                 "last_error_time": _from_ms(p.last_error_ms) or base.last_error_time,
             }
         )
@@ -187,8 +267,10 @@ class DatafeedSupervisor:
         return self.runtime.analysed_until(self.job_id)
 
     def _error(self, message: str) -> None:
+        """One Warning event per distinct error (its reason is the progress's)."""
         now = self._monotonic()
         last = self._last_error_event
         if last is None or last[0] != message or now - last[1] >= ERROR_EVENT_REPEAT_S:
             self._last_error_event = (message, now)
-            self._on_error(message)
+            reason = self.progress.last_error_reason if self.progress else None
+            self._on_error(reason or FeedError.reason, message)

@@ -101,5 +101,6 @@ def failed(reason: str, message: str) -> Event:
     return Event(WARNING, reason, message)
 
 
-def datafeed_error(message: str) -> Event:
-    return Event(WARNING, Reason.DATAFEED_ERROR, f"Datafeed: {message}")
+def datafeed_error(message: str, reason: str = Reason.DATAFEED_ERROR) -> Event:
+    """A pull error; `reason` DatafeedError, CredentialsNotFound or CredentialsInvalid."""
+    return Event(WARNING, reason, f"Datafeed: {message}")

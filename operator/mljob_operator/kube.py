@@ -10,6 +10,8 @@ later, never a job failure). The synchronous `kubernetes` client runs in threads
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import functools
 import json
@@ -65,6 +67,7 @@ class KubeClient:
         self._pool = ThreadPoolExecutor(KUBE_THREADS, thread_name_prefix="kube")
         self._reviews = ThreadPoolExecutor(REVIEW_THREADS, thread_name_prefix="kube-review")
         self._custom = kubernetes.client.CustomObjectsApi(api_client)
+        self._core = kubernetes.client.CoreV1Api(api_client)
         self._authn = kubernetes.client.AuthenticationV1Api(api_client)
         self._authz = kubernetes.client.AuthorizationV1Api(api_client)
 
@@ -128,6 +131,28 @@ class KubeClient:
             _content_type="application/merge-patch+json",
         )
         return cast(dict[str, Any], obj)
+
+    async def read_data(self, kind: str, namespace: str, name: str) -> dict[str, bytes]:
+        """The data of one Secret or ConfigMap (`kind`), values as bytes. A GET of that
+        object only: the operator holds no list or watch on them."""
+        if kind == "Secret":
+            secret: Any = await self._call(
+                self._core.read_namespaced_secret, name, namespace, _preload_content=False
+            )
+            raw = json.loads(secret.data).get("data") or {}
+            try:
+                return {key: base64.b64decode(value) for key, value in raw.items()}
+            except (binascii.Error, TypeError):
+                raise KubeError(500, f"Secret {namespace}/{name}: data is not base64") from None
+        if kind != "ConfigMap":
+            raise ValueError(f"cannot read a {kind}")
+        cm: Any = await self._call(
+            self._core.read_namespaced_config_map, name, namespace, _preload_content=False
+        )
+        body = json.loads(cm.data)
+        found = {k: base64.b64decode(v) for k, v in (body.get("binaryData") or {}).items()}
+        found.update({k: v.encode() for k, v in (body.get("data") or {}).items()})
+        return found
 
     async def review_token(self, token: str) -> dict[str, Any]:
         body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview"}

@@ -66,6 +66,7 @@ class Harness:
     def __init__(self, tmp_path: Path) -> None:
         self.runtime = JobRuntime(open_store(tmp_path))
         self.errors: list[str] = []
+        self.reasons: list[str] = []
         self.changes = 0
         self.now_s = 0.0
         self.supervisor = DatafeedSupervisor(
@@ -74,13 +75,17 @@ class Harness:
             FaultInjector(None),
             clock=lambda: datetime.fromtimestamp(END / 1000, UTC) + timedelta(hours=1),
             on_change=self._changed,
-            on_error=self.errors.append,
+            on_error=self._error,
             access=SourceAccess(1 << 20),
             monotonic=lambda: self.now_s,
         )
 
     def _changed(self) -> None:
         self.changes += 1
+
+    def _error(self, reason: str, message: str) -> None:
+        self.reasons.append(reason)
+        self.errors.append(message)
 
 
 async def until(predicate: Callable[[], bool], what: str) -> None:
@@ -156,6 +161,7 @@ def test_pull_errors_are_reported_once_each_then_again_after_a_while(tmp_path: P
     h.now_s += ERROR_EVENT_REPEAT_S
     h.supervisor._error("bad json")
     assert h.errors == ["source down", "bad json", "bad json"]
+    assert set(h.reasons) == {"DatafeedError"}
     h.runtime.close()
 
 

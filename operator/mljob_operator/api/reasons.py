@@ -54,6 +54,12 @@ class Reason(StrEnum):
     """The detection engine or its store failed."""
     DATAFEED_ERROR = "DatafeedError"
     """The datafeed could not fetch or parse data."""
+    CREDENTIALS_NOT_FOUND = "CredentialsNotFound"
+    """A Secret, ConfigMap or key named by the datafeed's authentication is missing, or
+    the operator may not read it; retried with backoff, so creating it heals the feed."""
+    CREDENTIALS_INVALID = "CredentialsInvalid"
+    """The datafeed's credentials or TLS material cannot be used (not PEM, control
+    characters in a header value)."""
     SNAPSHOT_RESTORE_FAILED = "SnapshotRestoreFailed"
     """Reopening could not restore the model from its latest snapshot."""
     INVALID_SPEC = "InvalidSpec"

@@ -14,6 +14,7 @@ wire names.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
@@ -325,7 +326,256 @@ class AnalysisLimits(_Model):
         return parse_memory_limit(self.model_memory_limit)
 
 
-class PrometheusSource(_Model):
+# --------------------------------------------------------------------------- datafeed client
+
+
+_SECRET_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
+_HEADER_NAME_PATTERN = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}$"
+_HEADER_VALUE_PATTERN = r"^[^\x00-\x08\x0A-\x1F\x7F]*$"
+MAX_HEADERS = 16
+MAX_HEADER_VALUE = 4096
+RESERVED_HEADERS = (
+    "authorization",
+    "host",
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "content-type",
+    "content-encoding",
+)
+"""Header names a datafeed may not set: hop-by-hop headers, what the HTTP client sets
+itself, and Authorization (use `authorization` or `basicAuth`, which read a Secret)."""
+_RESERVED_HEADERS_RE = "(?i)^(" + "|".join(RESERVED_HEADERS) + ")$"
+_HEADERS_MESSAGE = (
+    "headers: names must be HTTP tokens of at most 128 characters, and may not be "
+    "Authorization (use authorization or basicAuth), Host, or a hop-by-hop or body header ("
+    + ", ".join(RESERVED_HEADERS)
+    + ")"
+)
+
+
+class SecretKeySelector(_Model):
+    """A key of a Secret in the MLJob's own namespace."""
+
+    name: str = Field(
+        min_length=1,
+        max_length=_K8S_NAME,
+        pattern=_SECRET_NAME_PATTERN,
+        description="The Secret's name (in the MLJob's namespace).",
+    )
+    key: str = Field(
+        min_length=1, max_length=_K8S_NAME, pattern=_KEY_PATTERN, description="The key to read."
+    )
+
+
+class ConfigMapKeySelector(_Model):
+    """A key of a ConfigMap in the MLJob's own namespace."""
+
+    name: str = Field(
+        min_length=1,
+        max_length=_K8S_NAME,
+        pattern=_SECRET_NAME_PATTERN,
+        description="The ConfigMap's name (in the MLJob's namespace).",
+    )
+    key: str = Field(
+        min_length=1,
+        max_length=_K8S_NAME,
+        pattern=_KEY_PATTERN,
+        description="The key to read (data or binaryData).",
+    )
+
+
+class SecretOrConfigMap(_Model):
+    """Exactly one of a Secret key or a ConfigMap key."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.secret) != has(self.configMap)",
+                    "message": "exactly one of secret and configMap must be set",
+                }
+            ]
+        }
+    )
+
+    secret: SecretKeySelector | None = Field(None, description="A key of a Secret.")
+    config_map: ConfigMapKeySelector | None = Field(None, description="A key of a ConfigMap.")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Self:
+        if (self.secret is None) == (self.config_map is None):
+            raise ValueError("exactly one of secret and configMap must be set")
+        return self
+
+
+class SafeAuthorization(_Model):
+    """The Authorization header `<type> <credentials>`, credentials read from a Secret
+    (the Prometheus Operator's SafeAuthorization)."""
+
+    type: str = Field(
+        "Bearer",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$",
+        description="The authentication scheme, e.g. Bearer (the default). Basic is not "
+        "accepted here: use basicAuth.",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!self.matches('(?i)^basic$')",
+                    "message": "authorization.type Basic is not supported: use basicAuth",
+                }
+            ]
+        },
+    )
+    credentials: SecretKeySelector = Field(
+        description="The Secret key holding the credentials (e.g. a bearer token); "
+        "surrounding whitespace is trimmed."
+    )
+
+    @model_validator(mode="after")
+    def _not_basic(self) -> Self:
+        if self.type.lower() == "basic":
+            raise ValueError("authorization.type Basic is not supported: use basicAuth")
+        return self
+
+
+class BasicAuth(_Model):
+    """HTTP basic authentication, user name and password read from Secrets."""
+
+    username: SecretKeySelector = Field(
+        description="The Secret key holding the user name (surrounding whitespace trimmed)."
+    )
+    password: SecretKeySelector = Field(
+        description="The Secret key holding the password (surrounding whitespace trimmed)."
+    )
+
+
+class SafeTLSConfig(_Model):
+    """How the datafeed verifies the source's certificate and proves its own (the
+    Prometheus Operator's SafeTLSConfig)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.cert) == has(self.keySecret)",
+                    "message": "tlsConfig.cert and tlsConfig.keySecret go together",
+                }
+            ]
+        }
+    )
+
+    ca: SecretOrConfigMap | None = Field(
+        None,
+        description="PEM certificates of the authorities to trust instead of the system's.",
+    )
+    cert: SecretOrConfigMap | None = Field(
+        None, description="The PEM client certificate (chain) to present; needs keySecret."
+    )
+    key_secret: SecretKeySelector | None = Field(
+        None, description="The Secret key holding the client certificate's PEM private key."
+    )
+    server_name: str | None = Field(
+        None,
+        min_length=1,
+        max_length=_K8S_NAME,
+        description="The name to verify the server's certificate against (and send as "
+        "SNI), instead of the URL's host.",
+    )
+    insecure_skip_verify: bool = Field(
+        False,
+        description="Do not verify the server's certificate. For tests only: anyone on "
+        "the path can then read the credentials.",
+    )
+
+    @model_validator(mode="after")
+    def _cert_with_key(self) -> Self:
+        if (self.cert is None) != (self.key_secret is None):
+            raise ValueError("tlsConfig.cert and tlsConfig.keySecret go together")
+        return self
+
+
+HeaderValue = Annotated[str, Field(max_length=MAX_HEADER_VALUE, pattern=_HEADER_VALUE_PATTERN)]
+
+
+def _check_headers(value: dict[str, str] | None) -> dict[str, str] | None:
+    if value is None:
+        return None
+    for name in value:
+        if not re.fullmatch(_HEADER_NAME_PATTERN, name) or name.lower() in RESERVED_HEADERS:
+            raise ValueError(f"{_HEADERS_MESSAGE}; got {name[:128]!r}")
+    return value
+
+
+_CLIENT_RULES: Any = [
+    {
+        "rule": "!has(self.authorization) || !has(self.basicAuth)",
+        "message": "authorization and basicAuth are mutually exclusive",
+    },
+    {
+        "rule": "!has(self.tlsConfig) || self.url.startsWith('https://')",
+        "message": "tlsConfig needs an https:// url",
+    },
+]
+
+
+class _HTTPClientConfig(_Model):
+    """How the datafeed authenticates to its source (shared by both sources)."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _CLIENT_RULES})
+
+    authorization: SafeAuthorization | None = Field(
+        None,
+        description="Send Authorization: <type> <credentials>, the credentials read from a "
+        "Secret. Not with basicAuth.",
+    )
+    basic_auth: BasicAuth | None = Field(
+        None,
+        description="HTTP basic authentication from Secret keys. Not with authorization.",
+    )
+    headers: Annotated[dict[str, HeaderValue] | None, AfterValidator(_check_headers)] = Field(
+        None,
+        max_length=MAX_HEADERS,
+        description=f"Extra request headers, e.g. X-Scope-OrgID for a Mimir, Cortex or "
+        f"Thanos tenant; at most {MAX_HEADERS}, values up to {MAX_HEADER_VALUE} characters. "
+        "Authorization, Host and hop-by-hop headers are refused.",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": f'self.all(k, k.matches("{_HEADER_NAME_PATTERN}") && '
+                    f'!k.matches("{_RESERVED_HEADERS_RE}"))',
+                    "message": _HEADERS_MESSAGE,
+                }
+            ]
+        },
+    )
+    tls_config: SafeTLSConfig | None = Field(
+        None,
+        description="TLS settings for an https:// url: the CA to trust, a client "
+        "certificate, serverName, insecureSkipVerify.",
+    )
+
+    @model_validator(mode="after")
+    def _client_rules(self) -> Self:
+        if self.authorization is not None and self.basic_auth is not None:
+            raise ValueError("authorization and basicAuth are mutually exclusive")
+        url = getattr(self, "url", "")
+        if self.tls_config is not None and not url.startswith("https://"):
+            raise ValueError("tlsConfig needs an https:// url")
+        return self
+
+
+class PrometheusSource(_HTTPClientConfig):
     """Pull data from a Prometheus range query."""
 
     url: str = Field(
@@ -353,7 +603,7 @@ class PrometheusSource(_Model):
     )
 
 
-class HTTPSource(_Model):
+class HTTPSource(_HTTPClientConfig):
     """Pull data from an HTTP endpoint answering NDJSON or a JSON array of records."""
 
     url: str = Field(
@@ -696,6 +946,14 @@ class DatafeedStatus(_Model):
         max_length=_DESCRIPTION,
         description="The last pull error while it lasts (retried with backoff); cleared "
         "by the next successful pull.",
+    )
+    last_error_reason: str | None = Field(
+        None,
+        max_length=128,
+        description="Why lastError happened: DatafeedError (the source or its answer), "
+        "CredentialsNotFound (a Secret, ConfigMap or key the datafeed's authentication "
+        "names is missing or the operator may not read it) or CredentialsInvalid (one "
+        "that cannot be used); the Ready condition and the Warning event carry it.",
     )
     last_error_time: datetime | None = Field(None, description="When lastError last happened.")
 

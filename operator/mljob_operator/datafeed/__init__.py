@@ -7,6 +7,12 @@ Nothing here knows Kubernetes or the API models: the controller builds a `FeedCo
 from the spec and gives the runner callables that post to the engine.
 """
 
+from mljob_operator.datafeed.credentials import (
+    ClientConfig,
+    CredentialsInvalid,
+    CredentialsNotFound,
+    KeyRef,
+)
 from mljob_operator.datafeed.destinations import DestinationPolicy
 from mljob_operator.datafeed.planner import (
     FeedConfig,
@@ -21,10 +27,14 @@ from mljob_operator.datafeed.planner import (
 from mljob_operator.datafeed.sources import FeedError, SourceAccess
 
 __all__ = [
+    "ClientConfig",
+    "CredentialsInvalid",
+    "CredentialsNotFound",
     "DestinationPolicy",
     "FeedConfig",
     "FeedError",
     "HttpQuery",
+    "KeyRef",
     "Plan",
     "PrometheusQuery",
     "SourceAccess",

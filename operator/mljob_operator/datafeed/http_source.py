@@ -14,8 +14,9 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 import aiohttp
 import numpy as np
 
+from mljob_operator.datafeed.credentials import NO_AUTH, RequestAuth
 from mljob_operator.datafeed.planner import HttpQuery, Window
-from mljob_operator.datafeed.sources import FeedError, SourceAccess, ndjson, request
+from mljob_operator.datafeed.sources import FeedError, SourceAccess, ndjson, refused, request
 from mljob_operator.engine.errors import DataFormatError
 from mljob_operator.engine.ingest import column, parse_records, parse_times
 
@@ -51,11 +52,19 @@ async def fetch(
     time_field: str,
     time_format: str,
     access: SourceAccess,
+    *,
+    auth: RequestAuth = NO_AUTH,
 ) -> tuple[bytes, int]:
     url, params = with_window(source.url, window)
     status, body = await request(
-        session, "GET", url, params=params, max_bytes=access.max_bytes, policy=access.policy
+        session,
+        "GET",
+        url,
+        params=params,
+        max_bytes=access.max_bytes,
+        policy=access.policy,
+        auth=auth,
     )
     if status >= 300:
-        raise FeedError(f"GET {source.url}: HTTP {status}")
+        raise FeedError(refused("GET", source.url, status))
     return within(body, window, time_field, time_format)

@@ -13,7 +13,9 @@ crash, and nothing is posted only to be dropped as out of order.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from mljob_operator.datafeed.credentials import ClientConfig
 
 RETRY_DELAYS_S = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 
@@ -24,11 +26,13 @@ class PrometheusQuery:
     query: str
     step_ms: int
     value_field: str
+    client: ClientConfig = field(default_factory=ClientConfig)
 
 
 @dataclass(frozen=True)
 class HttpQuery:
     url: str
+    client: ClientConfig = field(default_factory=ClientConfig)
 
 
 @dataclass(frozen=True)

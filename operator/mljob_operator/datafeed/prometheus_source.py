@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from mljob_operator.datafeed.credentials import NO_AUTH, RequestAuth
 from mljob_operator.datafeed.planner import PrometheusQuery, Window
 from mljob_operator.datafeed.sources import (
     FeedError,
@@ -23,6 +24,7 @@ from mljob_operator.datafeed.sources import (
     format_time,
     ndjson,
     one_line,
+    refused,
     request,
 )
 
@@ -63,6 +65,8 @@ async def fetch(
     time_field: str,
     time_format: str,
     access: SourceAccess,
+    *,
+    auth: RequestAuth = NO_AUTH,
 ) -> tuple[bytes, int]:
     """NDJSON of the window's samples and how many records it holds."""
     span = eval_range(window, source.step_ms)
@@ -76,8 +80,16 @@ async def fetch(
         "step": _seconds(source.step_ms),
     }
     status, body = await request(
-        session, "POST", url, data=form, max_bytes=access.max_bytes, policy=access.policy
+        session,
+        "POST",
+        url,
+        data=form,
+        max_bytes=access.max_bytes,
+        policy=access.policy,
+        auth=auth,
     )
+    if status in (401, 403):
+        raise FeedError(refused("POST", url, status))
     try:
         answer = orjson.loads(body)
     except orjson.JSONDecodeError:

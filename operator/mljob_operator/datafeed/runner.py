@@ -5,6 +5,11 @@ never delays a close or a spec change. Its caller injects the engine side (`post
 `advance`, how far the job's data goes) and is told of progress through `on_change`; the
 progress itself is a plain object the caller turns into status. `stop()` waits for a post
 already handed to the engine, so a restarted feed always sees what that post committed.
+
+Credentials (the Secret and ConfigMap keys a source's authentication names) are read when
+the feed starts, again before the retry after any failed pull (so a Secret created or
+rotated after a failure is used at the next retry), and otherwise once they are
+`CREDENTIALS_MAX_AGE_S` old.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ from typing import Protocol
 
 import aiohttp
 
-from mljob_operator.datafeed import http_source, prometheus_source
+from mljob_operator.datafeed import credentials, http_source, prometheus_source
+from mljob_operator.datafeed.credentials import RequestAuth
 from mljob_operator.datafeed.destinations import GuardedResolver
 from mljob_operator.datafeed.planner import (
     FeedConfig,
@@ -32,6 +38,8 @@ from mljob_operator.datafeed.sources import FeedError, SourceAccess
 
 log = logging.getLogger(__name__)
 
+CREDENTIALS_MAX_AGE_S = 300.0
+
 
 class JobStopped(Exception):
     """The job no longer takes data (it is closing): the feed ends quietly."""
@@ -43,6 +51,7 @@ class Progress:
     last_pull_ms: int | None = None
     last_error: str | None = None
     last_error_ms: int | None = None
+    last_error_reason: str | None = None
     running: bool = False
     records: int = 0
     """Records posted by this process (a figure for logs and tests, not persisted)."""
@@ -79,6 +88,8 @@ class FeedRunner:
         self._access = access or SourceAccess()
         self._task: asyncio.Task[None] | None = None
         self._inflight: asyncio.Future[None] | None = None
+        self._auth: tuple[RequestAuth, float] | None = None
+        """The credentials last read and when (loop time)."""
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"datafeed {self.name}")
@@ -125,7 +136,7 @@ class FeedRunner:
                         p.records += await self._pull(session, step.window)
                     except FeedError as err:
                         failures += 1
-                        self._failed(str(err))
+                        self._failed(str(err), err.reason)
                         await asyncio.sleep(retry_delay_s(failures))
                         continue
                     except JobStopped:
@@ -138,7 +149,7 @@ class FeedRunner:
                         continue
                     failures = 0
                     p.searched_until, p.last_pull_ms = step.window.end_ms, self._clock_ms()
-                    p.last_error = None
+                    p.last_error = p.last_error_reason = None
                     self._on_change()
         except JobStopped:
             return
@@ -146,24 +157,34 @@ class FeedRunner:
             p.running = False
             self._on_change()
 
-    def _failed(self, message: str) -> None:
+    def _failed(self, message: str, reason: str = FeedError.reason) -> None:
         log.warning("datafeed %s: %s", self.name, message)
+        self._auth = None
         p = self.progress
         p.last_error, p.last_error_ms = message, self._clock_ms()
+        p.last_error_reason = reason
         self._on_error(message)
         self._on_change()
 
     async def _pull(self, session: aiohttp.ClientSession, window: Window) -> int:
         cfg, source = self.config, self.config.source
+        auth = await self._request_auth()
         args = (window, cfg.time_field, cfg.time_format, self._access)
         if isinstance(source, HttpQuery):
-            body, count = await http_source.fetch(session, source, *args)
+            body, count = await http_source.fetch(session, source, *args, auth=auth)
         else:
-            body, count = await prometheus_source.fetch(session, source, *args)
+            body, count = await prometheus_source.fetch(session, source, *args, auth=auth)
         if count:
             await self._shielded(self._target.post(body))
         await self._shielded(self._target.advance(window.end_ms))
         return count
+
+    async def _request_auth(self) -> RequestAuth:
+        now = asyncio.get_running_loop().time()
+        if self._auth is None or now - self._auth[1] >= CREDENTIALS_MAX_AGE_S:
+            auth = await credentials.resolve(self.config.source.client, self._access.read_key)
+            self._auth = (auth, now)
+        return self._auth[0]
 
     async def _shielded(self, work: Awaitable[None]) -> None:
         """Engine writes finish even if the feed is stopped meanwhile (`stop` awaits them)."""

@@ -15,13 +15,16 @@ import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
 from yarl import URL
 
 from mljob_operator.datafeed.destinations import DestinationPolicy, DestinationRefused
+
+if TYPE_CHECKING:
+    from mljob_operator.datafeed.credentials import KeyReader, RequestAuth
 
 DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=120, sock_connect=10)
@@ -30,6 +33,9 @@ REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=120, sock_connect=10)
 class FeedError(Exception):
     """A pull failed; the message is for users."""
 
+    reason = "DatafeedError"
+    """The condition and event reason it is reported with."""
+
 
 @dataclass(frozen=True)
 class SourceAccess:
@@ -37,6 +43,9 @@ class SourceAccess:
 
     max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
     policy: DestinationPolicy = field(default_factory=DestinationPolicy)
+    read_key: KeyReader | None = None
+    """Reads the Secret and ConfigMap keys a source's authentication names, in the job's
+    namespace only; None: a source that names one fails with CredentialsNotFound."""
 
 
 READ_CHUNK_BYTES = 256 * 1024
@@ -51,6 +60,7 @@ async def request(
     data: Mapping[str, str] | None = None,
     max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     policy: DestinationPolicy | None = None,
+    auth: RequestAuth | None = None,
 ) -> tuple[int, bytes]:
     """The status and body of one request, read up to `max_bytes`; a redirect is an error."""
     try:
@@ -62,6 +72,9 @@ async def request(
             url,
             params=params,
             data=data,
+            headers=dict(auth.headers) if auth is not None else None,
+            ssl=auth.ssl_context if auth is not None and auth.ssl_context is not None else True,
+            server_hostname=auth.server_hostname if auth is not None else None,
             timeout=REQUEST_TIMEOUT,
             allow_redirects=False,
         ) as resp:
@@ -97,6 +110,16 @@ async def _read(resp: aiohttp.ClientResponse, url: str, max_bytes: int) -> bytes
             raise FeedError(_too_large(url, max_bytes))
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def refused(method: str, url: str, status: int) -> str:
+    """The error for an HTTP error status, saying so when it refused the credentials."""
+    if status in (401, 403):
+        return (
+            f"{method} {url}: HTTP {status}, the source refused the request: check the "
+            "datafeed's authorization, basicAuth or headers and the Secrets they name"
+        )
+    return f"{method} {url}: HTTP {status}"
 
 
 def _too_large(url: str, max_bytes: int) -> str:
