@@ -45,7 +45,8 @@ from mljob_operator.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
 
-KUBE_RETRY_S = 5.0
+MIN_IDLE_S = 0.01
+"""An idle job always yields this long, even with a status interval of 0."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,10 @@ class Timings:
     """How often a running housekeeping step looks for a new force-close value."""
     engine_backoff_s: tuple[float, ...] = DEFAULT_BACKOFF_S
     """The waits before retrying a failed engine action; then the job fails."""
+    kube_backoff_s: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0)
+    """The waits before retrying after a Kubernetes API error (the last repeats for as
+    long as the apiserver fails). Data arriving does not cut them short: while the
+    apiserver is down, every post would otherwise start one more failing request."""
 
 
 BodyView = Callable[[], Mapping[str, Any]]
@@ -184,6 +189,7 @@ class JobController:
     async def run(self, body: BodyView, stopped: Callable[[], bool], emit: EventSink) -> None:
         """The daemon loop: until stopped, act whenever the lifecycle says so."""
         self.emit = emit
+        kube_failures = 0
         try:
             while not stopped():
                 try:
@@ -194,9 +200,15 @@ class JobController:
                     self.gone = True
                     return
                 except KubeError as err:
-                    log.warning("%s: Kubernetes API error, will retry: %s", self.id, err)
-                    await self._sleep_or_wake(KUBE_RETRY_S)
+                    backoff = self.timings.kube_backoff_s
+                    delay = backoff[min(kube_failures, len(backoff) - 1)]
+                    kube_failures += 1
+                    log.warning(
+                        "%s: Kubernetes API error, will retry in %.1fs: %s", self.id, delay, err
+                    )
+                    await asyncio.sleep(delay)
                     continue
+                kube_failures = 0
                 if not acted:
                     await self._idle(body, stopped)
         finally:
@@ -238,12 +250,14 @@ class JobController:
         """Wait until woken (a watch event on the object, data, a revert), stats are due,
         or the daemon is stopped. A change of the live body is also looked for every
         `idle_poll_s`, as a safety net only: the watch event is what wakes a reaction."""
+        loop = asyncio.get_running_loop()
         version = body().get("metadata", {}).get("resourceVersion")
-        deadline = asyncio.get_running_loop().time() + self.settings.status_interval_s
-        while not stopped() and asyncio.get_running_loop().time() < deadline:
-            if body().get("metadata", {}).get("resourceVersion") != version:
+        deadline = loop.time() + self.settings.status_interval_s
+        while not stopped():
+            wait_s = max(MIN_IDLE_S, min(self.timings.idle_poll_s, deadline - loop.time()))
+            if await self._sleep_or_wake(wait_s) or loop.time() >= deadline:
                 return
-            if await self._sleep_or_wake(self.timings.idle_poll_s):
+            if body().get("metadata", {}).get("resourceVersion") != version:
                 return
 
     async def step(self, body: BodyView, deleting: bool = False) -> bool:

@@ -14,6 +14,7 @@ import base64
 import binascii
 import contextlib
 import functools
+import http.client
 import json
 import os
 from collections.abc import Callable
@@ -88,7 +89,7 @@ class KubeClient:
                     await asyncio.sleep(0.05 * 2**attempt)
                     continue
                 raise _translate(err) from err
-            except (urllib3.exceptions.HTTPError, OSError) as err:
+            except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as err:
                 raise KubeError(503, f"Kubernetes API unreachable: {err}") from err
         raise AssertionError("unreachable")
 

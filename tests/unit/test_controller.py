@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import itertools
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,6 +23,7 @@ from mljob_operator.api import FORCE_CLOSE_ANNOTATION, CloseStep, JobState, MLJo
 from mljob_operator.controller import JobController, Timings
 from mljob_operator.events import Event
 from mljob_operator.job_status import JobStatusWriter
+from mljob_operator.kube import KubeError
 from mljob_operator.runtime import JobRuntime
 from mljob_operator.settings import OperatorSettings
 from mljob_operator.store import open_store
@@ -452,5 +454,42 @@ def test_a_staged_write_in_flight_never_lands_after_a_newer_status() -> None:
         assert [w["state"] for w in api.writes] == ["closing", "closed"], "in order"
         await asyncio.sleep(0.05)
         assert api.writes[-1]["state"] == "closed"
+
+    run(test)
+
+
+def test_an_unreachable_apiserver_is_retried_with_backoff_not_on_every_post(
+    tmp_path: Path,
+) -> None:
+    """While the apiserver is down, data keeps waking the controller; its retries follow
+    the backoff regardless, and the close it was doing finishes once the apiserver is back."""
+
+    async def test() -> None:
+        h = Harness(tmp_path)
+        await h.settle()
+        h.controller.timings = Timings(idle_poll_s=0.01, kube_backoff_s=(0.05, 0.1, 0.2))
+        failed: list[float] = []
+        up = h.api.replace_status
+
+        async def down(namespace: str, name: str, status: dict[str, Any]) -> None:
+            failed.append(asyncio.get_running_loop().time())
+            raise KubeError(503, "Kubernetes API unreachable: connection refused")
+
+        h.api.replace_status = down  # type: ignore[method-assign]
+        h.api.edit_spec(state="closed")
+        stop = asyncio.Event()
+        daemon = asyncio.create_task(h.controller.run(h.body, stop.is_set, h.events.append))
+        started = asyncio.get_running_loop().time()
+        while asyncio.get_running_loop().time() - started < 0.8:
+            h.controller.wake.set()  # a post arriving every 5 ms
+            await asyncio.sleep(0.005)
+        assert 3 <= len(failed) <= 8, f"{len(failed)} attempts in 0.8 s: not backing off"
+        gaps = [b - a for a, b in itertools.pairwise(failed)]
+        assert min(gaps[2:]) >= 0.19, gaps
+
+        h.api.replace_status = up  # type: ignore[method-assign]
+        await until(lambda: h.api.status.closed is True, "the close to finish")
+        stop.set()
+        await daemon
 
     run(test)
