@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -245,7 +245,14 @@ class Objects:
 
 def test_the_key_reader_reads_the_jobs_namespace_only_and_words_errors() -> None:
     objects = Objects({("Secret", "team-a", "auth"): {"token": b"t"}})
-    read = key_reader(objects, "team-a")
+    reader = key_reader(objects, "team-a")
+
+    def read(ref: KeyRef) -> Coroutine[Any, Any, bytes]:
+        async def go() -> bytes:
+            return await reader(ref)
+
+        return go()
+
     assert asyncio.run(read(TOKEN_REF)) == b"t"
     assert objects.asked == [("Secret", "team-a", "auth")]
     with pytest.raises(CredentialsNotFound, match="Secret team-a/auth has no key 'other'"):
