@@ -119,8 +119,11 @@ class OperatorProcess:
             return None
         return ssl.create_default_context(cafile=str(self.ca_file))
 
-    def start(self, namespace: str | None = None, **env: str) -> OperatorProcess:
-        """Start kopf; scoped to `namespace` when given (tests run one operator each)."""
+    def start(
+        self, namespace: str | None = None, args: tuple[str, ...] = (), **env: str
+    ) -> OperatorProcess:
+        """Start kopf; scoped to `namespace` when given (tests run one operator each);
+        `args` are more `kopf run` options (e.g. `--log-format=json`)."""
         full_env = {
             **os.environ,
             "KUBECONFIG": str(self.kubeconfig),
@@ -144,6 +147,7 @@ class OperatorProcess:
                     "mljob_operator",
                     *(["--namespace", namespace] if namespace else ["--all-namespaces"]),
                     "--standalone",
+                    *args,
                 ],
                 cwd=REPO_ROOT,
                 env=full_env,
