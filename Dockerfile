@@ -13,6 +13,6 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     MLJOB_DATA_DIR=/var/lib/mljob \
     MLJOB_HTTP_ADDR=0.0.0.0:8080
 USER 65532:65532
-EXPOSE 8080 8081
+EXPOSE 8080 8081 8082
 ENTRYPOINT ["kopf"]
 CMD ["run", "-m", "mljob_operator", "--all-namespaces", "--standalone", "--liveness=http://0.0.0.0:8081/healthz"]

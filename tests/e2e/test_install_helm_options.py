@@ -84,6 +84,10 @@ def container(rendered: Objects) -> dict[str, Any]:
 
 def test_every_option_passes_a_server_side_dry_run(cluster: ControlPlane) -> None:
     for values in (ALL_OPTIONS, (*ALL_OPTIONS[1:], *CERT_MANAGER)):
+        sets = [arg for value in values for arg in ("--set", value)]
+        linted = cluster.helm("lint", "--strict", str(CHART), *sets)
+        assert "0 chart(s) failed" in linted.stdout
+        assert "[WARNING]" not in linted.stdout
         text = render(cluster, *values)
         rendered = objects(text)
         for kind in ("ServiceMonitor", "PrometheusRule", "ConfigMap", "Deployment"):
@@ -96,6 +100,8 @@ def test_the_options_install(cluster: ControlPlane) -> None:
     sets = [arg for value in (*ALL_OPTIONS[1:], *CERT_MANAGER) for arg in ("--set", value)]
     installed = cluster.helm("install", RELEASE, str(CHART), "-n", NAMESPACE, *sets)
     assert "STATUS: deployed" in installed.stdout
+    assert f"Secret {RELEASE}-tls's: trust its issuer" in installed.stdout
+    assert f"(scraped through the ServiceMonitor {RELEASE})" in installed.stdout
     for kind in ("servicemonitor", "prometheusrule", "certificate", "configmap"):
         name = RELEASE if kind != "configmap" else f"{RELEASE}-dashboard"
         cluster.kubectl("get", kind, name, "-n", NAMESPACE)
