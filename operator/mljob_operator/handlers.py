@@ -159,7 +159,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     op = OperatorSettings.from_env()
     kube = KubeClient()
     op = op.with_datafeed_policy(kube.endpoints())
-    runtime = JobRuntime(open_store(op.data_dir))
+    runtime = JobRuntime(open_store(op.data_dir, op.store_url))
     registry = Registry(runtime=runtime, kube=kube, settings=op)
 
     api = DataApi(

@@ -7,6 +7,7 @@ Everything that differs between a laptop, CI and a cluster is an environment var
 from __future__ import annotations
 
 import os
+import urllib.parse
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -35,6 +36,10 @@ class OperatorSettings:
     step_delay_s: float
     """Fault injection: sleep this long before each housekeeping step, to make a close slow
     on purpose (`MLJOB_FAULT_STEP_DELAY`). Never set in production."""
+    store_url: str | None = None
+    """The PostgreSQL store (`MLJOB_STORE_URL`: `postgresql://user:pass@host:port/db` or
+    `postgresql:///db?host=/socket/dir`), which several replicas can share; unset: SQLite
+    under `data_dir`."""
     tls_enabled: bool = True
     """Serve the data API over HTTPS (default). `MLJOB_TLS=off` serves plain HTTP, for a
     local run behind something else that terminates TLS only."""
@@ -92,6 +97,7 @@ class OperatorSettings:
             sign_in_failures_per_minute=int(values.get("MLJOB_SIGNIN_FAILURES_PER_MINUTE", "30")),
             datafeed_allow=_words(values.get("MLJOB_DATAFEED_ALLOW", "")),
             metrics_addr=_address("MLJOB_METRICS_ADDR", values.get("MLJOB_METRICS_ADDR", "")),
+            store_url=store_url(values.get("MLJOB_STORE_URL", "")),
         )
 
     def with_datafeed_policy(self, apiserver: tuple[tuple[str, int], ...]) -> OperatorSettings:
@@ -108,6 +114,30 @@ def _address(name: str, value: str) -> tuple[str, int] | None:
     if not host or not port.isdigit():
         raise ValueError(f"{name} must be host:port, got {value!r}")
     return host.strip("[]"), int(port)
+
+
+STORE_URL_FORMS = "postgresql://user:pass@host:port/db or postgresql:///db?host=/socket/dir"
+
+
+def store_url(value: str) -> str | None:
+    """`MLJOB_STORE_URL` checked for its form (never echoed: it may hold a password)."""
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        parts = urllib.parse.urlsplit(value)
+        _ = parts.port
+    except ValueError as err:
+        raise ValueError(f"MLJOB_STORE_URL is not a URL ({err}); use {STORE_URL_FORMS}") from None
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ValueError(
+            f"MLJOB_STORE_URL must be a PostgreSQL URL ({STORE_URL_FORMS}), or unset for"
+            f" SQLite under MLJOB_DATA_DIR; its scheme is {parts.scheme or 'missing'!r}"
+        )
+    query = urllib.parse.parse_qs(parts.query)
+    if not parts.path.strip("/") and not query.get("dbname"):
+        raise ValueError(f"MLJOB_STORE_URL names no database; use {STORE_URL_FORMS}")
+    return value
 
 
 def _words(value: str) -> tuple[str, ...]:

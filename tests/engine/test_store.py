@@ -1,9 +1,11 @@
-"""The SQLite store: schema versioning, queries, paging, concurrent reads, job deletion."""
+"""The stores: SQLite schema versions (an old file opens), and on both stores queries,
+paging, concurrent reads and job deletion."""
 
 from __future__ import annotations
 
 import sqlite3
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,7 @@ import pytest
 from mljob_operator import engine_to_api
 from mljob_operator.engine import DetectorConfig, Job, JobConfig
 from mljob_operator.engine.results import BucketResult
-from mljob_operator.store import ResultsQuery, SQLiteStore, StoreError, WriteBatch
+from mljob_operator.store import ResultsQuery, SQLiteStore, Store, StoreError, WriteBatch
 from mljob_operator.store.sqlite import MIGRATIONS
 from tests.engine.conftest import T0, FakeClock, ndjson
 
@@ -50,7 +52,7 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
         SQLiteStore(path)
 
 
-def test_bucket_queries_filter_sort_and_page(store: SQLiteStore) -> None:
+def test_bucket_queries_filter_sort_and_page(store: Store) -> None:
     store.commit("j", WriteBatch(buckets=_buckets(30)))
     count, page = store.query_buckets(
         "j", ResultsQuery(min_score=5, sort="anomaly_score", desc=True, from_=3, size=3)
@@ -75,7 +77,7 @@ def test_bucket_queries_filter_sort_and_page(store: SQLiteStore) -> None:
         store.query_buckets("j", ResultsQuery(sort="drop table"))
 
 
-def test_readers_see_committed_data_while_a_job_writes(store: SQLiteStore) -> None:
+def test_readers_see_committed_data_while_a_job_writes(store: Store) -> None:
     cfg = JobConfig(
         detectors=(DetectorConfig("count"),), bucket_span_s=60, background_persist_interval_s=None
     )
@@ -103,7 +105,7 @@ def test_readers_see_committed_data_while_a_job_writes(store: SQLiteStore) -> No
     assert store.query_buckets("rw")[0] == 39
 
 
-def test_delete_job_removes_every_row(store: SQLiteStore) -> None:
+def test_delete_job_removes_every_row(store: Store) -> None:
     cfg = JobConfig(
         detectors=(DetectorConfig("count"),), bucket_span_s=60, background_persist_interval_s=None
     )
@@ -117,3 +119,30 @@ def test_delete_job_removes_every_row(store: SQLiteStore) -> None:
     assert store.all_snapshots("gone") == []
     assert list(store.wal_entries("gone", 0)) == []
     assert store.close_step("gone", "c", "persist_snapshot") is None
+
+
+def test_a_file_of_the_first_schema_version_opens_and_keeps_its_data(tmp_path: Path) -> None:
+    path = tmp_path / "v1.sqlite"
+    old = sqlite3.connect(path)
+    old.executescript(MIGRATIONS[0])
+    old.executescript(
+        "CREATE TABLE schema_version (version INTEGER NOT NULL);"
+        " INSERT INTO schema_version VALUES (1);"
+        " INSERT INTO jobs (job_id, active_snapshot_id, data_counts)"
+        """ VALUES ('old', NULL, '{"processed_record_count": 7}');"""
+        " INSERT INTO wal (job_id, kind, payload, received_ms) VALUES ('old', 'data', x'7b7d', 5);"
+        f" INSERT INTO buckets VALUES ('old', {T0 * 1000}, 60, 12.5, 20.0, 3.0, 0, 7);"
+    )
+    old.commit()
+    old.close()
+    store = SQLiteStore(path)
+    assert store.schema_version() == len(MIGRATIONS)
+    row = store.get_job("old")
+    assert row is not None
+    assert row.owner_uid is None
+    assert row.data_counts.processed_record_count == 7
+    assert [(e.kind, e.payload) for e in store.wal_entries("old", 0)] == [("data", b"{}")]
+    assert store.query_buckets("old")[1][0].anomaly_score == 12.5
+    store.commit("old", WriteBatch(owner_uid="uid-1"))
+    assert store.get_job("old") == replace(row, owner_uid="uid-1")
+    store.close()

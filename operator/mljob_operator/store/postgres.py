@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import orjson
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
 from mljob_operator.engine.persistence import (
@@ -139,6 +140,11 @@ class PostgresStore:
 
     def __init__(self, url: str, max_connections: int = 16, timeout_s: float = 30.0) -> None:
         self.url = url
+        where = describe(url)
+        try:
+            psycopg.connect(url, connect_timeout=max(2, int(timeout_s))).close()
+        except psycopg.Error as err:
+            raise StoreError(f"cannot connect to the PostgreSQL store {where}: {err}") from None
         self._pool = ConnectionPool(
             url,
             min_size=1,
@@ -374,6 +380,16 @@ class PostgresStore:
             (job_id, before_ms, job_id, before_ms),
         )
         return int(row[0])
+
+
+def describe(url: str) -> str:
+    """The URL's user, host, port and database, never its password (for messages)."""
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.Error as err:
+        raise StoreError(f"MLJOB_STORE_URL is not a valid PostgreSQL URL: {err}") from None
+    shown = {k: params[k] for k in ("user", "host", "port", "dbname") if params.get(k)}
+    return " ".join(f"{k}={v}" for k, v in shown.items()) or "(libpq defaults)"
 
 
 def _direction(desc: bool) -> str:
