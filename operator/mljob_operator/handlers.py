@@ -31,6 +31,7 @@ from mljob_operator.kube import KubeClient
 from mljob_operator.runtime import JobRuntime
 from mljob_operator.settings import OperatorSettings
 from mljob_operator.store import open_store
+from mljob_operator.watch_tolerance import install as tolerate_forbidden_watch
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +157,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.background.cancellation_polling = 1
     settings.background.instant_exit_timeout = 1.0
     settings.scanning.disabled = True  # no namespace/CRD watching: least privilege
+    tolerate_forbidden_watch()
     op = OperatorSettings.from_env()
     kube = KubeClient()
     op = op.with_datafeed_policy(kube.endpoints())

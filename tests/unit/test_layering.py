@@ -10,7 +10,12 @@ from pathlib import Path
 import mljob_operator
 
 PACKAGE = Path(mljob_operator.__file__).parent
-KUBE_ALLOWED = {"mljob_operator.handlers", "mljob_operator.kube", "mljob_operator.cli"}
+KUBE_ALLOWED = {
+    "mljob_operator.handlers",
+    "mljob_operator.kube",
+    "mljob_operator.cli",
+    "mljob_operator.watch_tolerance",
+}
 
 
 def module_name(path: Path) -> str:
