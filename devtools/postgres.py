@@ -187,6 +187,21 @@ class PostgresCluster(Service):
         with psycopg.connect(self.url(database), autocommit=True) as conn:
             conn.execute(sql)
 
+    def wait_sessions_gone(self, application_name: str, timeout_s: float = 30.0) -> None:
+        """Returns once no session of that application is left: a killed client's last
+        transaction may still be committing on the server until then."""
+        deadline = time.monotonic() + timeout_s
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            while time.monotonic() < deadline:
+                row = conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+                    (application_name,),
+                ).fetchone()
+                if row is not None and row[0] == 0:
+                    return
+                time.sleep(0.05)
+        raise TimeoutError(f"sessions of {application_name} still open after {timeout_s}s")
+
     def log_tail(self, lines: int = 40) -> str:
         path = self.root / "postgres.log"
         if not path.exists():

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import uuid
 from pathlib import Path
 
 from mljob_operator.engine import DetectorConfig, Job, JobConfig
@@ -78,7 +79,15 @@ def _kill_after(location: str, acks: int, mode: str) -> int:
 
 
 def _check(backend: StoreBackend, tmp_path: Path, mode: str) -> None:
-    acked = _kill_after(backend.location(tmp_path, "crash"), 6, mode)
+    location = backend.location(tmp_path, "crash")
+    if backend.postgres is not None:
+        # The server may still commit the killed writer's last transaction: the restart
+        # reads once its session is gone, as a replica taking over waits out the lease.
+        tag = f"crash-writer-{uuid.uuid4().hex[:8]}"
+        acked = _kill_after(f"{location}&application_name={tag}", 6, mode)
+        backend.postgres.wait_sessions_gone(tag)
+    else:
+        acked = _kill_after(location, 6, mode)
     store = backend.open(tmp_path, "crash")
     job = Job.open(store, "crash", CONFIG, clock=FakeClock())
     counts = job.data_counts

@@ -6,7 +6,8 @@ are bytea; results are sorted, filtered and paged in SQL exactly as SQLite does 
 first ascending, text in byte order, ties broken by time and insertion order). The
 schema lives in the connection's schema (the first of its `search_path`), versioned in
 `schema_version` and migrated forward on open under an advisory lock, so replicas
-starting together migrate once.
+starting together migrate once. Each connection is checked as it leaves the pool, so after
+a database restart or failover the next operation gets a fresh one instead of an error.
 """
 
 from __future__ import annotations
@@ -151,6 +152,7 @@ class PostgresStore:
             max_size=max_connections,
             timeout=timeout_s,
             kwargs={"autocommit": True},
+            check=ConnectionPool.check_connection,
             open=False,
             name="mljob-store",
         )
