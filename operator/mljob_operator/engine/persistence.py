@@ -1,11 +1,11 @@
 """The persistence port the engine needs: one transactional write, typed queries.
 
-The engine owns this interface and the store packages implement it (`store.sqlite`), so
-the dependency points one way: store → engine, never back. Every change the engine makes
-goes through `Store.commit(job_id, WriteBatch)`, applied in one transaction; that is what
-makes a data post durable together with the results it produced, and each close step
-exactly-once together with its record. Another store implements the same protocol (see
-store/sqlite.py for the schema).
+The engine owns this interface and the store packages implement it (`store.sqlite`,
+`store.postgres`), so the dependency points one way: store → engine, never back. Every
+change the engine makes goes through `Store.commit(job_id, WriteBatch)`, applied in one
+transaction; that is what makes a data post durable together with the results it
+produced, and each close step exactly-once together with its record. tests/engine runs
+every engine test on each store.
 """
 
 from __future__ import annotations

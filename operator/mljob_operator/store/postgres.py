@@ -39,17 +39,17 @@ from mljob_operator.engine.results import (
     ModelSnapshot,
     RecordResult,
 )
-from mljob_operator.store.sqlite import (
-    _BUCKET_COLS,
-    _BUCKET_SORT,
-    _RECORD_SORT,
-    _SNAPSHOT_COLS,
-    _SNAPSHOT_SORT,
-    _bucket,
-    _record,
-    _record_body,
-    _snapshot,
-    _sort_column,
+from mljob_operator.store.rows import (
+    BUCKET_COLS,
+    BUCKET_SORT,
+    RECORD_SORT,
+    SNAPSHOT_COLS,
+    SNAPSHOT_SORT,
+    bucket,
+    record,
+    record_body,
+    snapshot,
+    sort_column,
 )
 
 MIGRATIONS: tuple[str, ...] = (
@@ -267,10 +267,10 @@ class PostgresStore:
     # ---- snapshots ---------------------------------------------------------------------
     def get_snapshot(self, job_id: str, snapshot_id: str) -> ModelSnapshot | None:
         row = self._maybe(
-            f"SELECT {_SNAPSHOT_COLS} FROM snapshots WHERE job_id = %s AND snapshot_id = %s",
+            f"SELECT {SNAPSHOT_COLS} FROM snapshots WHERE job_id = %s AND snapshot_id = %s",
             (job_id, snapshot_id),
         )
-        return None if row is None else _snapshot(row)
+        return None if row is None else snapshot(row)
 
     def snapshot_state(self, job_id: str, snapshot_id: str) -> bytes:
         row = self._maybe(
@@ -290,24 +290,24 @@ class PostgresStore:
             where.append("snapshot_id = %s")
             args.append(q.snapshot_id)
         clause = " AND ".join(where)
-        order = f"{_sort_column(q.sort, _SNAPSHOT_SORT)} {_direction(q.desc)}"
+        order = f"{sort_column(q.sort, SNAPSHOT_SORT)} {_direction(q.desc)}"
         with self._pool.connection() as conn:
             count = conn.execute(f"SELECT COUNT(*) FROM snapshots WHERE {clause}", args).fetchone()
             rows = conn.execute(
-                f"SELECT {_SNAPSHOT_COLS} FROM snapshots WHERE {clause}"
+                f"SELECT {SNAPSHOT_COLS} FROM snapshots WHERE {clause}"
                 f" ORDER BY {order}, snapshot_id LIMIT %s OFFSET %s",
                 (*args, q.size, q.from_),
             ).fetchall()
         assert count is not None
-        return int(count[0]), [_snapshot(x) for x in rows]
+        return int(count[0]), [snapshot(x) for x in rows]
 
     def all_snapshots(self, job_id: str) -> list[ModelSnapshot]:
         rows = self._all(
-            f"SELECT {_SNAPSHOT_COLS} FROM snapshots WHERE job_id = %s"
+            f"SELECT {SNAPSHOT_COLS} FROM snapshots WHERE job_id = %s"
             " ORDER BY timestamp_ms, snapshot_id",
             (job_id,),
         )
-        return [_snapshot(x) for x in rows]
+        return [snapshot(x) for x in rows]
 
     def set_snapshot_retain(self, job_id: str, snapshot_id: str, retain: bool) -> ModelSnapshot:
         with self._pool.connection() as conn:
@@ -343,7 +343,7 @@ class PostgresStore:
         if q.exclude_interim:
             where.append("NOT is_interim")
         clause = " AND ".join(where)
-        order = f"{_sort_column(q.sort, sorts)} {_direction(q.desc)}"
+        order = f"{sort_column(q.sort, sorts)} {_direction(q.desc)}"
         tie = "timestamp_ms" if table == "buckets" else "timestamp_ms, id"
         with self._pool.connection() as conn:
             count = conn.execute(f"SELECT COUNT(*) FROM {table} WHERE {clause}", args).fetchone()
@@ -359,17 +359,17 @@ class PostgresStore:
         self, job_id: str, query: ResultsQuery | None = None
     ) -> tuple[int, list[BucketResult]]:
         count, rows = self._query(
-            "buckets", _BUCKET_COLS, "anomaly_score", _BUCKET_SORT, job_id, query or ResultsQuery()
+            "buckets", BUCKET_COLS, "anomaly_score", BUCKET_SORT, job_id, query or ResultsQuery()
         )
-        return count, [_bucket(r) for r in rows]
+        return count, [bucket(r) for r in rows]
 
     def query_records(
         self, job_id: str, query: ResultsQuery | None = None
     ) -> tuple[int, list[RecordResult]]:
         count, rows = self._query(
-            "records", _RECORD_COLS, "record_score", _RECORD_SORT, job_id, query or ResultsQuery()
+            "records", _RECORD_COLS, "record_score", RECORD_SORT, job_id, query or ResultsQuery()
         )
-        return count, [_record(r) for r in rows]
+        return count, [record(r) for r in rows]
 
     def latest_bucket_ms(self, job_id: str) -> int | None:
         row = self._one("SELECT MAX(timestamp_ms) FROM buckets WHERE job_id = %s", (job_id,))
@@ -453,7 +453,7 @@ def _write_results(conn: psycopg.Connection[Any], job_id: str, b: WriteBatch) ->
             (job_id, [x.timestamp for x in b.buckets]),
         )
         cur.executemany(
-            f"INSERT INTO buckets (job_id, {_BUCKET_COLS})"
+            f"INSERT INTO buckets (job_id, {BUCKET_COLS})"
             " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (job_id, timestamp_ms) DO UPDATE"
             " SET bucket_span = EXCLUDED.bucket_span, anomaly_score = EXCLUDED.anomaly_score,"
             " initial_anomaly_score = EXCLUDED.initial_anomaly_score,"
@@ -486,7 +486,7 @@ def _write_results(conn: psycopg.Connection[Any], job_id: str, b: WriteBatch) ->
                         r.record_score,
                         r.initial_record_score,
                         r.is_interim,
-                        _record_body(r),
+                        record_body(r),
                     )
                 )
 
@@ -545,7 +545,7 @@ def _insert_snapshot(conn: psycopg.Connection[Any], job_id: str, b: WriteBatch) 
         return
     s = b.snapshot
     conn.execute(
-        f"INSERT INTO snapshots (job_id, {_SNAPSHOT_COLS}, state)"
+        f"INSERT INTO snapshots (job_id, {SNAPSHOT_COLS}, state)"
         " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
         (
             job_id,

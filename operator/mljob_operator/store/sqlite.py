@@ -18,9 +18,6 @@ import numpy as np
 import orjson
 
 from mljob_operator.engine.persistence import (
-    BUCKET_SORTS,
-    RECORD_SORTS,
-    SNAPSHOT_SORTS,
     ActiveSnapshotError,
     CommitResult,
     JobRow,
@@ -34,10 +31,21 @@ from mljob_operator.engine.persistence import (
 from mljob_operator.engine.results import (
     BucketResult,
     DataCounts,
-    Influence,
     ModelSizeStats,
     ModelSnapshot,
     RecordResult,
+)
+from mljob_operator.store.rows import (
+    BUCKET_COLS,
+    BUCKET_SORT,
+    RECORD_SORT,
+    SNAPSHOT_COLS,
+    SNAPSHOT_SORT,
+    bucket,
+    record,
+    record_body,
+    snapshot,
+    sort_column,
 )
 
 MIGRATIONS: tuple[str, ...] = (
@@ -114,107 +122,6 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE jobs ADD COLUMN owner_uid TEXT
     """,
 )
-
-_BUCKET_SORT = {
-    "timestamp": "timestamp_ms",
-    "anomaly_score": "anomaly_score",
-    "initial_anomaly_score": "initial_anomaly_score",
-    "event_count": "event_count",
-    "bucket_span": "bucket_span",
-}
-_RECORD_SORT = {
-    "timestamp": "timestamp_ms",
-    "record_score": "record_score",
-    "initial_record_score": "initial_record_score",
-    "probability": "probability",
-    "detector_index": "detector_index",
-}
-_SNAPSHOT_SORT = {
-    "timestamp": "timestamp_ms",
-    "snapshot_id": "snapshot_id",
-    "latest_record_time_stamp": "latest_record_ms",
-}
-_BUCKET_COLS = (
-    "timestamp_ms, bucket_span, anomaly_score, initial_anomaly_score, raw_score, is_interim,"
-    " event_count"
-)
-_SNAPSHOT_COLS = (
-    "snapshot_id, timestamp_ms, description, latest_record_ms, latest_result_ms, doc_count,"
-    " size_bytes, retain, wal_seq, model_size_stats, data_counts"
-)
-
-
-assert set(_BUCKET_SORT) == set(BUCKET_SORTS)
-assert set(_RECORD_SORT) == set(RECORD_SORTS)
-assert set(_SNAPSHOT_SORT) == set(SNAPSHOT_SORTS)
-
-
-def _sort_column(sort: str | None, allowed: dict[str, str]) -> str:
-    key = sort or "timestamp"
-    if key not in allowed:
-        raise StoreError(f"cannot sort by {sort!r}; use one of {', '.join(sorted(allowed))}")
-    return allowed[key]
-
-
-def _bucket(row: tuple[Any, ...]) -> BucketResult:
-    return BucketResult(row[0], row[1], row[2], row[3], row[4], bool(row[5]), row[6])
-
-
-def _record_body(r: RecordResult) -> bytes:
-    return orjson.dumps(
-        [
-            r.bucket_span,
-            r.function,
-            r.field_name,
-            r.by_field_name,
-            r.by_field_value,
-            r.partition_field_name,
-            r.partition_field_value,
-            list(r.actual),
-            list(r.typical),
-            [[i.field_name, list(i.field_values)] for i in r.influencers],
-        ]
-    )
-
-
-def _record(row: tuple[Any, ...]) -> RecordResult:
-    ts, det, prob, raw, score, initial, interim, body = row
-    span, fn, fname, byn, byv, pn, pv, actual, typical, infl = orjson.loads(body)
-    return RecordResult(
-        timestamp=ts,
-        bucket_span=span,
-        detector_index=det,
-        function=fn,
-        field_name=fname,
-        by_field_name=byn,
-        by_field_value=byv,
-        partition_field_name=pn,
-        partition_field_value=pv,
-        probability=prob,
-        raw_score=raw,
-        record_score=score,
-        initial_record_score=initial,
-        actual=tuple(actual),
-        typical=tuple(typical),
-        is_interim=bool(interim),
-        influencers=tuple(Influence(n, tuple(v)) for n, v in infl),
-    )
-
-
-def _snapshot(row: tuple[Any, ...]) -> ModelSnapshot:
-    return ModelSnapshot(
-        snapshot_id=row[0],
-        timestamp=row[1],
-        description=row[2],
-        latest_record_time_stamp=row[3],
-        latest_result_time_stamp=row[4],
-        snapshot_doc_count=row[5],
-        size_bytes=row[6],
-        retain=bool(row[7]),
-        wal_seq=row[8],
-        model_size_stats=ModelSizeStats.from_dict(orjson.loads(row[9])),
-        data_counts=DataCounts.from_dict(orjson.loads(row[10])),
-    )
 
 
 class SQLiteStore:
@@ -404,12 +311,12 @@ class SQLiteStore:
         row = (
             self._reader()
             .execute(
-                f"SELECT {_SNAPSHOT_COLS} FROM snapshots WHERE job_id = ? AND snapshot_id = ?",
+                f"SELECT {SNAPSHOT_COLS} FROM snapshots WHERE job_id = ? AND snapshot_id = ?",
                 (job_id, snapshot_id),
             )
             .fetchone()
         )
-        return None if row is None else _snapshot(row)
+        return None if row is None else snapshot(row)
 
     def snapshot_state(self, job_id: str, snapshot_id: str) -> bytes:
         row = (
@@ -440,27 +347,27 @@ class SQLiteStore:
             where.append("timestamp_ms < ?")
             args.append(query.end_ms)
         clause = " AND ".join(where)
-        order = _sort_column(query.sort, _SNAPSHOT_SORT)
+        order = sort_column(query.sort, SNAPSHOT_SORT)
         r = self._reader()
         count = r.execute(f"SELECT COUNT(*) FROM snapshots WHERE {clause}", args).fetchone()[0]
         rows = r.execute(
-            f"SELECT {_SNAPSHOT_COLS} FROM snapshots WHERE {clause}"
+            f"SELECT {SNAPSHOT_COLS} FROM snapshots WHERE {clause}"
             f" ORDER BY {order} {'DESC' if query.desc else 'ASC'}, snapshot_id LIMIT ? OFFSET ?",
             (*args, query.size, query.from_),
         ).fetchall()
-        return int(count), [_snapshot(x) for x in rows]
+        return int(count), [snapshot(x) for x in rows]
 
     def all_snapshots(self, job_id: str) -> list[ModelSnapshot]:
         rows = (
             self._reader()
             .execute(
-                f"SELECT {_SNAPSHOT_COLS} FROM snapshots WHERE job_id = ?"
+                f"SELECT {SNAPSHOT_COLS} FROM snapshots WHERE job_id = ?"
                 " ORDER BY timestamp_ms, snapshot_id",
                 (job_id,),
             )
             .fetchall()
         )
-        return [_snapshot(x) for x in rows]
+        return [snapshot(x) for x in rows]
 
     def set_snapshot_retain(self, job_id: str, snapshot_id: str, retain: bool) -> ModelSnapshot:
         with self._lock:
@@ -502,7 +409,7 @@ class SQLiteStore:
         if q.exclude_interim:
             where.append("is_interim = 0")
         clause = " AND ".join(where)
-        order = _sort_column(q.sort, sorts)
+        order = sort_column(q.sort, sorts)
         r = self._reader()
         count = r.execute(f"SELECT COUNT(*) FROM {table} WHERE {clause}", args).fetchone()[0]
         tie = "timestamp_ms" if table == "buckets" else "timestamp_ms, id"
@@ -517,9 +424,9 @@ class SQLiteStore:
         self, job_id: str, query: ResultsQuery | None = None
     ) -> tuple[int, list[BucketResult]]:
         count, rows = self._query(
-            "buckets", _BUCKET_COLS, "anomaly_score", _BUCKET_SORT, job_id, query or ResultsQuery()
+            "buckets", BUCKET_COLS, "anomaly_score", BUCKET_SORT, job_id, query or ResultsQuery()
         )
-        return count, [_bucket(r) for r in rows]
+        return count, [bucket(r) for r in rows]
 
     def query_records(
         self, job_id: str, query: ResultsQuery | None = None
@@ -529,11 +436,11 @@ class SQLiteStore:
             "timestamp_ms, detector_index, probability, raw_score, record_score,"
             " initial_record_score, is_interim, body",
             "record_score",
-            _RECORD_SORT,
+            RECORD_SORT,
             job_id,
             query or ResultsQuery(),
         )
-        return count, [_record(r) for r in rows]
+        return count, [record(r) for r in rows]
 
     def latest_bucket_ms(self, job_id: str) -> int | None:
         row = (
@@ -578,7 +485,7 @@ def _write_results(w: sqlite3.Connection, job_id: str, b: WriteBatch) -> None:
         stamps = [(job_id, x.timestamp) for x in b.buckets]
         w.executemany("DELETE FROM records WHERE job_id = ? AND timestamp_ms = ?", stamps)
         w.executemany(
-            f"INSERT OR REPLACE INTO buckets (job_id, {_BUCKET_COLS}) VALUES (?,?,?,?,?,?,?,?)",
+            f"INSERT OR REPLACE INTO buckets (job_id, {BUCKET_COLS}) VALUES (?,?,?,?,?,?,?,?)",
             [
                 (
                     job_id,
@@ -608,7 +515,7 @@ def _write_results(w: sqlite3.Connection, job_id: str, b: WriteBatch) -> None:
                     r.record_score,
                     r.initial_record_score,
                     int(r.is_interim),
-                    _record_body(r),
+                    record_body(r),
                 )
                 for r in b.records
             ],
@@ -644,7 +551,7 @@ def _insert_snapshot(w: sqlite3.Connection, job_id: str, b: WriteBatch) -> None:
     if b.snapshot is not None:
         s = b.snapshot
         w.execute(
-            f"INSERT INTO snapshots (job_id, {_SNAPSHOT_COLS}, state)"
+            f"INSERT INTO snapshots (job_id, {SNAPSHOT_COLS}, state)"
             " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 job_id,
