@@ -146,3 +146,20 @@ def test_a_file_of_the_first_schema_version_opens_and_keeps_its_data(tmp_path: P
     store.commit("old", WriteBatch(owner_uid="uid-1"))
     assert store.get_job("old") == replace(row, owner_uid="uid-1")
     store.close()
+
+
+def test_the_log_reads_back_in_order_from_any_point(store: Store) -> None:
+    for n in range(75):
+        batch = WriteBatch(wal_kind="data", wal_payload=f"{n}".encode(), received_ms=n)
+        assert store.commit("log", batch).wal_seq == store.last_wal_seq("log")
+        store.commit("other", WriteBatch(wal_kind="flush", wal_payload=b"x", received_ms=n))
+    entries = list(store.wal_entries("log", 0))
+    assert [e.payload for e in entries] == [f"{n}".encode() for n in range(75)]
+    assert [e.received_ms for e in entries] == list(range(75))
+    after = entries[40].seq
+    assert [e.payload for e in store.wal_entries("log", after)] == [
+        f"{n}".encode() for n in range(41, 75)
+    ]
+    store.commit("log", WriteBatch(truncate_wal_through=after))
+    assert [e.seq for e in store.wal_entries("log", 0)] == [e.seq for e in entries[41:]]
+    assert store.last_wal_seq("log") == entries[-1].seq
