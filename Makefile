@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 export MLJOB_CACHE_DIR ?= $(HOME)/.cache/mljob-operator
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: setup system-deps venv controlplane-bin test test-unit test-e2e lint typecheck run controlplane \
+.PHONY: setup system-deps venv controlplane-bin test test-unit test-e2e lint typecheck run controlplane postgres \
 	generate verify-generated bench fuzz quality clean
 
 setup: system-deps venv controlplane-bin
@@ -71,6 +71,9 @@ verify-generated: venv
 
 controlplane: setup
 	$(PY) -m devtools.controlplane
+
+postgres: setup
+	$(PY) -m devtools.postgres
 
 run: setup
 	$(PY) -m devtools.run
