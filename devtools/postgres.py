@@ -134,6 +134,10 @@ class PostgresCluster(Service):
         )
         if initdb.wait(timeout=READY_TIMEOUT_S) != 0:
             raise RuntimeError(f"initdb failed:\n{self.log_tail()}")
+        self._serve()
+        self.start_seconds = time.monotonic() - started
+
+    def _serve(self) -> None:
         self._proc = self._run_as_server(
             [
                 str(self.bin / "postgres"),
@@ -154,10 +158,15 @@ class PostgresCluster(Service):
                 "-c",
                 "shared_buffers=64MB",
             ],
-            log,
+            self.root / "postgres.log",
         )
         self._wait_ready()
-        self.start_seconds = time.monotonic() - started
+
+    def restart(self) -> None:
+        """Stop the server (fast shutdown: every session is cut) and start it again on the
+        same data, as a failover looks to a client."""
+        self._shutdown()
+        self._serve()
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S
@@ -209,6 +218,10 @@ class PostgresCluster(Service):
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
     def stop(self) -> None:
+        self._shutdown()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def _shutdown(self) -> None:
         proc = self._proc
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGINT)  # fast shutdown: open sessions are ended
@@ -217,7 +230,6 @@ class PostgresCluster(Service):
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=30)
-        shutil.rmtree(self.root, ignore_errors=True)
 
 
 def main() -> None:

@@ -283,3 +283,19 @@ def test_snapshots_without_records_sort_first_as_in_sqlite(
     assert stores[0].snapshot_state("j", "s2") == b"\x02\x02\x02"
     for store in stores:
         store.close()
+
+
+def test_the_store_goes_on_after_the_server_restarts() -> None:
+    with PostgresCluster() as pg:
+        store = PostgresStore(pg.url(pg.create_database("restart")), max_connections=3)
+        job = Job.open(store, "j", CONFIG, clock=FakeClock())
+        job.post_data(_batch(0, 0))
+        assert store.query_buckets("j")[0] > 0
+        pg.restart()  # every pooled connection is cut, as in a failover
+        job.post_data(_batch(0, 1))
+        assert not job.failed
+        row = store.get_job("j")
+        assert row is not None
+        assert row.data_counts.processed_record_count == 400
+        assert len(list(store.wal_entries("j", 0))) == 2
+        store.close()
