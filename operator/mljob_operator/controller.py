@@ -108,6 +108,8 @@ class JobController:
         self.fed_by_datafeed = False
         """Whether the spec last seen has a datafeed (the data API then refuses posts)."""
         self.latest_scores: tuple[float, float] | None = None
+        self.running = False
+        """True while a daemon runs this controller's loop."""
         """(anomaly score, highest record score) of the newest final bucket, kept after a
         close for monitoring."""
         self.wake = asyncio.Event()
@@ -189,6 +191,7 @@ class JobController:
     async def run(self, body: BodyView, stopped: Callable[[], bool], emit: EventSink) -> None:
         """The daemon loop: until stopped, act whenever the lifecycle says so."""
         self.emit = emit
+        self.running = True
         kube_failures = 0
         try:
             while not stopped():
@@ -212,6 +215,7 @@ class JobController:
                 if not acted:
                     await self._idle(body, stopped)
         finally:
+            self.running = False
             self.writer.close()
             await self.datafeed.stop()
 

@@ -8,12 +8,14 @@ annotation is not kept at all (`NoDiffBase`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
+import orjson
 import prometheus_client
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -27,7 +29,8 @@ from mljob_operator.http.desired import StateRequests
 from mljob_operator.http.limits import IngestBudget, SignInFailures, WaiterLimit
 from mljob_operator.http.server import ApiLimits, DataApi, start_server
 from mljob_operator.http.tls import ReloadingContext, generated_pair
-from mljob_operator.kube import KubeClient
+from mljob_operator.kube import KubeClient, KubeError
+from mljob_operator.lifecycle import settled_closed
 from mljob_operator.runtime import JobRuntime
 from mljob_operator.settings import OperatorSettings
 from mljob_operator.store import open_store
@@ -35,22 +38,63 @@ from mljob_operator.watch_tolerance import install as tolerate_forbidden_watch
 
 log = logging.getLogger(__name__)
 
+SETTLED_RECHECK_S = 0.02
+
+
+@dataclass(frozen=True, slots=True)
+class SettledJob:
+    """What is kept of a settled closed job (no controller, no daemon): its status as
+    compact JSON, and the scores the metrics keep showing after a close."""
+
+    status_json: bytes
+    latest_scores: tuple[float, float] | None = None
+
+    @property
+    def status(self) -> MLJobStatus:
+        return MLJobStatus.model_validate_json(self.status_json)
+
 
 @dataclass
 class Registry:
-    """Every MLJob this process reconciles, by job id."""
+    """Every MLJob this process reconciles, by job id: a controller for each job that has
+    something to do, a small record for each settled closed one."""
 
     runtime: JobRuntime
     kube: KubeClient
     settings: OperatorSettings
     controllers: dict[str, JobController] = field(default_factory=dict)
+    settled: dict[str, SettledJob] = field(default_factory=dict)
     http: web.AppRunner | None = None
     metrics_http: web.AppRunner | None = None
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def statuses(self) -> Iterator[tuple[str, str, MLJobStatus]]:
         for controller in list(self.controllers.values()):
             if controller.status is not None:
                 yield controller.namespace, controller.name, controller.status
+        for key, record in list(self.settled.items()):
+            namespace, name = key.split("/", 1)
+            yield namespace, name, record.status
+
+    def remember_settled(self, key: str, body: Mapping[str, Any]) -> None:
+        """Keep (or refresh) the record of a settled closed job no controller holds."""
+        if key in self.controllers:
+            return
+        scores = self.settled[key].latest_scores if key in self.settled else None
+        self.settled[key] = SettledJob(orjson.dumps(body.get("status") or {}), scores)
+
+    async def settle(self, controller: JobController) -> None:
+        """Replace the controller of a job that settled closed by its small record."""
+        if controller.running or self.controllers.get(controller.id) is not controller:
+            return
+        status = controller.status
+        if status is None:
+            return
+        self.controllers.pop(controller.id, None)
+        self.settled[controller.id] = SettledJob(
+            orjson.dumps(status.to_json_dict()), controller.latest_scores
+        )
+        await self.runtime.release(controller.id)
 
     async def controller(self, namespace: str, name: str, uid: str | None) -> JobController:
         """The controller of this object; a new object under an old name (another uid)
@@ -64,23 +108,34 @@ class Registry:
             current = JobController(
                 namespace, name, self.runtime, self.kube, self.settings, uid=uid
             )
+            record = self.settled.pop(key, None)
+            if record is not None:
+                current.latest_scores = record.latest_scores
             self.controllers[key] = current
         return current
 
     async def forget(self, key: str) -> None:
         """Drop a controller and its in-memory engine (the store keeps the job's data)."""
         self.controllers.pop(key, None)
+        self.settled.pop(key, None)
         await self.runtime.release(key)
 
     def exists(self, namespace: str, name: str) -> bool:
         """Known to a daemon, or to the store (right after a restart, before kopf has
         resumed every daemon)."""
         key = job_id(namespace, name)
-        return key in self.controllers or self.runtime.known(key)
+        return key in self.controllers or key in self.settled or self.runtime.known(key)
+
+    def _status(self, namespace: str, name: str) -> MLJobStatus | None:
+        key = job_id(namespace, name)
+        controller = self.controllers.get(key)
+        if controller is not None:
+            return controller.status
+        record = self.settled.get(key)
+        return None if record is None else record.status
 
     def state(self, namespace: str, name: str) -> str | None:
-        controller = self.controllers.get(job_id(namespace, name))
-        status = controller.status if controller is not None else None
+        status = self._status(namespace, name)
         return status.state.value if status is not None and status.state is not None else None
 
     def fed_by_datafeed(self, namespace: str, name: str) -> bool:
@@ -88,23 +143,47 @@ class Registry:
         return controller is not None and controller.fed_by_datafeed
 
     def status_of(self, namespace: str, name: str) -> dict[str, Any] | None:
-        controller = self.controllers.get(job_id(namespace, name))
-        status = controller.status if controller is not None else None
+        status = self._status(namespace, name)
         return None if status is None else status.to_json_dict()
 
     async def status_changed(self, namespace: str, name: str, timeout_s: float) -> None:
+        """Wait for the held status to change; a settled job's record (refreshed by watch
+        events, no controller to signal) is looked at again after a short pause."""
         controller = self.controllers.get(job_id(namespace, name))
         if controller is not None:
             await controller.writer.changed(timeout_s)
+        else:
+            await asyncio.sleep(min(timeout_s, SETTLED_RECHECK_S))
 
     def latest_scores(self, namespace: str, name: str) -> tuple[float, float] | None:
-        controller = self.controllers.get(job_id(namespace, name))
-        return None if controller is None else controller.latest_scores
+        key = job_id(namespace, name)
+        controller = self.controllers.get(key)
+        if controller is not None:
+            return controller.latest_scores
+        record = self.settled.get(key)
+        return None if record is None else record.latest_scores
 
     def wake(self, key: str) -> None:
+        """Tell the job's controller something changed (data, a revert). A settled job has
+        none: one is made for a single upkeep (a revert's new model snapshot id reaches
+        status), then settled again."""
         controller = self.controllers.get(key)
         if controller is not None:
             controller.wake.set()
+        elif key in self.settled:
+            task = asyncio.get_running_loop().create_task(self._upkeep_settled(key))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _upkeep_settled(self, key: str) -> None:
+        namespace, name = key.split("/", 1)
+        try:
+            body = await self.kube.get_job(namespace, name)
+            controller = await self.controller(namespace, name, body["metadata"].get("uid"))
+            await controller.upkeep(body)
+            await self.settle(controller)
+        except KubeError as err:
+            log.warning("%s: status not refreshed: %s", key, err)
 
 
 def _quiet_wakes(record: logging.LogRecord) -> bool:
@@ -184,6 +263,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
             registry.statuses,
             registry.latest_scores,
             lambda: api.limits.ingest.in_flight,
+            lambda: len(registry.controllers),
         )
         host, port = op.metrics_addr
         registry.metrics_http = await start_server(metrics_app(), host, port, what="metrics")
@@ -204,7 +284,11 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     registry.kube.close()
 
 
-@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=None)
+def _has_work(body: kopf.Body, **_: Any) -> bool:
+    return not settled_closed(body)
+
+
+@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=None, when=_has_work)
 async def reconcile(
     body: kopf.Body,
     namespace: str | None,
@@ -222,15 +306,27 @@ async def reconcile(
     await controller.run(live_body, lambda: bool(stopped), _emitter(body))
     if controller.gone:
         await registry.forget(controller.id)
+    elif settled_closed(body):
+        await registry.settle(controller)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-async def changed(namespace: str | None, name: str | None, memo: Any, **_: Any) -> None:
+async def changed(
+    body: kopf.Body, namespace: str | None, name: str | None, memo: Any, **_: Any
+) -> None:
     """Every watch event wakes the job's controller at once (kopf has already put the new
-    body in the daemon's view): no polling between a change and the reaction to it."""
+    body in the daemon's view): no polling between a change and the reaction to it. A
+    settled closed job (listed at start, or just settled) has its record refreshed."""
     registry: Registry | None = memo.get("registry")
-    if registry is not None and name:
-        registry.wake(job_id(namespace or "", name))
+    if registry is None or not name:
+        return
+    key = job_id(namespace or "", name)
+    if not settled_closed(body):
+        registry.wake(key)
+    elif key in registry.controllers:
+        registry.controllers[key].wake.set()  # its daemon is being stopped: notice at once
+    else:
+        registry.remember_settled(key, body)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)

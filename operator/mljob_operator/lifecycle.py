@@ -10,10 +10,11 @@ engine makes each step idempotent (keyed by the close id).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
 from mljob_operator.api import (
     FORCE_CLOSE_ANNOTATION,
@@ -376,3 +377,18 @@ def invalid_spec(
         generation,
         Verdict(TRUE, Reason.INVALID_SPEC, message),
     )
+
+
+def settled_closed(body: Mapping[str, Any]) -> bool:
+    """A closed job with nothing left to act on: its status is closed and has observed
+    the current generation, no force-close value is pending and it is not being deleted.
+    Such a job needs no controller (a reopen, an edit, a new force value or a deletion
+    changes the object and makes this False again), so it keeps metadata only."""
+    meta = body.get("metadata") or {}
+    status = body.get("status") or {}
+    if status.get("state") != JobState.CLOSED.value or meta.get("deletionTimestamp"):
+        return False
+    if meta.get("generation") is None or status.get("observedGeneration") != meta["generation"]:
+        return False
+    force = (meta.get("annotations") or {}).get(FORCE_CLOSE_ANNOTATION)
+    return not force or force == status.get("lastHandledForceClose")

@@ -59,6 +59,12 @@ INGEST_BYTES = Gauge(
     registry=REGISTRY,
 )
 
+JOB_CONTROLLERS = Gauge(
+    "mljob_job_controllers",
+    "Jobs with a controller in memory; a settled closed job has none (metadata only).",
+    registry=REGISTRY,
+)
+
 JobStatuses = Callable[[], Iterable[tuple[str, str, MLJobStatus]]]
 """(namespace, name, status) of every job this process reconciles."""
 LatestScores = Callable[[str, str], tuple[float, float] | None]
@@ -151,7 +157,14 @@ class JobsCollector(Collector):
         yield record
 
 
-def watch_jobs(statuses: JobStatuses, scores: LatestScores, in_flight: Callable[[], int]) -> None:
-    """Read the jobs, their scores and the bytes in flight at scrape time."""
+def watch_jobs(
+    statuses: JobStatuses,
+    scores: LatestScores,
+    in_flight: Callable[[], int],
+    controllers: Callable[[], int],
+) -> None:
+    """Read the jobs, their scores, the bytes in flight and the controllers held at
+    scrape time."""
     REGISTRY.register(JobsCollector(statuses, scores))
     INGEST_BYTES.set_function(lambda: float(in_flight()))
+    JOB_CONTROLLERS.set_function(lambda: float(controllers()))

@@ -4,11 +4,13 @@ the conditions each transition writes. The clock is a fixed datetime."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
 from mljob_operator import lifecycle
 from mljob_operator.api import (
+    FORCE_CLOSE_ANNOTATION,
     CloseRecord,
     CloseStep,
     ConditionStatus,
@@ -385,3 +387,28 @@ def test_refreshed_keeps_a_failed_jobs_conditions_and_marks_the_generation_seen(
     assert refreshed.conditions == failed.conditions
     assert refreshed.observed_generation == 4
     assert refreshed.model_copy(update={"observed_generation": 3}) == failed
+
+
+def settled_body(**changes: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "metadata": {"generation": 3, "annotations": {}},
+        "status": {"state": "closed", "observedGeneration": 3},
+    }
+    for path, value in changes.items():
+        section, key = path.split("__")
+        body[section][key] = value
+    return body
+
+
+def test_a_closed_job_is_settled_only_when_nothing_is_left_to_act_on() -> None:
+    assert lifecycle.settled_closed(settled_body())
+    assert not lifecycle.settled_closed(settled_body(status__state="closing"))
+    assert not lifecycle.settled_closed(settled_body(status__state="opened"))
+    assert not lifecycle.settled_closed(settled_body(metadata__generation=4)), "an edit"
+    assert not lifecycle.settled_closed(settled_body(metadata__deletionTimestamp="2026-12-02"))
+    force = {FORCE_CLOSE_ANNOTATION: "again"}
+    assert not lifecycle.settled_closed(settled_body(metadata__annotations=force))
+    handled = settled_body(metadata__annotations=force, status__lastHandledForceClose="again")
+    assert lifecycle.settled_closed(handled), "a force value already handled"
+    assert not lifecycle.settled_closed({"metadata": {"generation": 1}}), "a new job"
+    assert not lifecycle.settled_closed({}), "no metadata at all"
