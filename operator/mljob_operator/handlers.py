@@ -126,13 +126,14 @@ class Registry:
         key = job_id(namespace, name)
         return key in self.controllers or key in self.settled or self.runtime.known(key)
 
-    def _status(self, namespace: str, name: str) -> MLJobStatus | None:
+    def _held(self, namespace: str, name: str) -> JobController | SettledJob | None:
+        """The job's controller, or the record of it settled closed."""
         key = job_id(namespace, name)
-        controller = self.controllers.get(key)
-        if controller is not None:
-            return controller.status
-        record = self.settled.get(key)
-        return None if record is None else record.status
+        return self.controllers.get(key) or self.settled.get(key)
+
+    def _status(self, namespace: str, name: str) -> MLJobStatus | None:
+        held = self._held(namespace, name)
+        return None if held is None else held.status
 
     def state(self, namespace: str, name: str) -> str | None:
         status = self._status(namespace, name)
@@ -156,12 +157,8 @@ class Registry:
             await asyncio.sleep(min(timeout_s, SETTLED_RECHECK_S))
 
     def latest_scores(self, namespace: str, name: str) -> tuple[float, float] | None:
-        key = job_id(namespace, name)
-        controller = self.controllers.get(key)
-        if controller is not None:
-            return controller.latest_scores
-        record = self.settled.get(key)
-        return None if record is None else record.latest_scores
+        held = self._held(namespace, name)
+        return None if held is None else held.latest_scores
 
     def wake(self, key: str) -> None:
         """Tell the job's controller something changed (data, a revert). A settled job has
