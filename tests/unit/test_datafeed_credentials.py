@@ -37,7 +37,7 @@ from mljob_operator.datafeed import (
 )
 from mljob_operator.datafeed.credentials import SECRET, resolve
 from mljob_operator.datafeed.runner import FeedRunner, Progress
-from mljob_operator.datafeed.sources import FeedError, SourceAccess, request
+from mljob_operator.datafeed.sources import FeedError, Pull, SourceAccess, request
 from mljob_operator.datafeed_supervisor import client_config, feed_config, key_reader
 from mljob_operator.kube import JobGone, KubeError
 from tests.tls_certs import CertificateAuthority
@@ -332,32 +332,23 @@ def test_both_sources_send_the_credentials_and_headers() -> None:
         auth = await resolve(config, reader({TOKEN_REF: TOKEN.encode()}))
         async with server() as (url, seen), aiohttp.ClientSession() as session:
             _, count = await http_source.fetch(
-                session,
-                HttpQuery(url + "/data"),
-                WINDOW,
-                "time",
-                "epoch",
-                SourceAccess(),
-                auth=auth,
+                session, HttpQuery(url + "/data"), Pull(WINDOW, auth=auth)
             )
             assert count == len(records(WINDOW.start_ms, WINDOW.end_ms))
             prom = PrometheusQuery(url, "up", 60_000, "value")
-            assert await prometheus_source.fetch(
-                session, prom, WINDOW, "time", "epoch", SourceAccess(), auth=auth
-            ) == (b"", 0)
+            assert await prometheus_source.fetch(session, prom, Pull(WINDOW, auth=auth)) == (
+                b"",
+                0,
+            )
             for headers in seen:
                 assert headers["Authorization"] == f"Bearer {TOKEN}"
                 assert headers["X-Scope-OrgID"] == "a"
 
             with pytest.raises(FeedError, match="HTTP 401, the source refused") as caught:
-                await http_source.fetch(
-                    session, HttpQuery(url + "/data"), WINDOW, "time", "epoch", SourceAccess()
-                )
+                await http_source.fetch(session, HttpQuery(url + "/data"), Pull(WINDOW))
             assert "who are you" not in str(caught.value)
             with pytest.raises(FeedError, match="HTTP 401, the source refused"):
-                await prometheus_source.fetch(
-                    session, prom, WINDOW, "time", "epoch", SourceAccess()
-                )
+                await prometheus_source.fetch(session, prom, Pull(WINDOW))
 
     asyncio.run(go())
 

@@ -22,7 +22,7 @@ from mljob_operator.datafeed import (
     prometheus_source,
 )
 from mljob_operator.datafeed.destinations import GuardedResolver
-from mljob_operator.datafeed.sources import FeedError, SourceAccess
+from mljob_operator.datafeed.sources import FeedError, Pull, SourceAccess
 
 WINDOW = Window(0, 60_000)
 SECRET = "s3cr3t-token-from-an-internal-service"
@@ -95,10 +95,10 @@ async def pull_error(url: str, policy: DestinationPolicy | None = None, prom: bo
     async with aiohttp.ClientSession(connector=connector) as session:
         pull = (
             prometheus_source.fetch(
-                session, PrometheusQuery(url, "up", 1000, "value"), WINDOW, "time", "epoch", access
+                session, PrometheusQuery(url, "up", 1000, "value"), Pull(WINDOW, access=access)
             )
             if prom
-            else http_source.fetch(session, HttpQuery(url), WINDOW, "time", "epoch", access)
+            else http_source.fetch(session, HttpQuery(url), Pull(WINDOW, access=access))
         )
         with pytest.raises(FeedError) as caught:
             await pull

@@ -14,9 +14,8 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 import aiohttp
 import numpy as np
 
-from mljob_operator.datafeed.credentials import NO_AUTH, RequestAuth
 from mljob_operator.datafeed.planner import HttpQuery, Window
-from mljob_operator.datafeed.sources import FeedError, SourceAccess, ndjson, refused, request
+from mljob_operator.datafeed.sources import FeedError, Pull, ndjson, refused
 from mljob_operator.engine.errors import DataFormatError
 from mljob_operator.engine.ingest import column, parse_records, parse_times
 
@@ -45,26 +44,9 @@ def with_window(url: str, window: Window) -> tuple[str, dict[str, str]]:
     return urlunsplit(parts._replace(query="")), params
 
 
-async def fetch(
-    session: aiohttp.ClientSession,
-    source: HttpQuery,
-    window: Window,
-    time_field: str,
-    time_format: str,
-    access: SourceAccess,
-    *,
-    auth: RequestAuth = NO_AUTH,
-) -> tuple[bytes, int]:
-    url, params = with_window(source.url, window)
-    status, body = await request(
-        session,
-        "GET",
-        url,
-        params=params,
-        max_bytes=access.max_bytes,
-        policy=access.policy,
-        auth=auth,
-    )
+async def fetch(session: aiohttp.ClientSession, source: HttpQuery, pull: Pull) -> tuple[bytes, int]:
+    url, params = with_window(source.url, pull.window)
+    status, body = await pull.request(session, "GET", url, params=params)
     if status >= 300:
         raise FeedError(refused("GET", source.url, status))
-    return within(body, window, time_field, time_format)
+    return within(body, pull.window, pull.time_field, pull.time_format)

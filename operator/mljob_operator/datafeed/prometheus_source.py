@@ -16,16 +16,14 @@ from typing import Any
 import aiohttp
 import orjson
 
-from mljob_operator.datafeed.credentials import NO_AUTH, RequestAuth
 from mljob_operator.datafeed.planner import PrometheusQuery, Window
 from mljob_operator.datafeed.sources import (
     FeedError,
-    SourceAccess,
+    Pull,
     format_time,
     ndjson,
     one_line,
     refused,
-    request,
 )
 
 
@@ -59,17 +57,10 @@ def matrix_records(
 
 
 async def fetch(
-    session: aiohttp.ClientSession,
-    source: PrometheusQuery,
-    window: Window,
-    time_field: str,
-    time_format: str,
-    access: SourceAccess,
-    *,
-    auth: RequestAuth = NO_AUTH,
+    session: aiohttp.ClientSession, source: PrometheusQuery, pull: Pull
 ) -> tuple[bytes, int]:
     """NDJSON of the window's samples and how many records it holds."""
-    span = eval_range(window, source.step_ms)
+    span = eval_range(pull.window, source.step_ms)
     if span is None:
         return b"", 0
     url = source.url.rstrip("/") + "/api/v1/query_range"
@@ -79,15 +70,7 @@ async def fetch(
         "end": _seconds(span[1]),
         "step": _seconds(source.step_ms),
     }
-    status, body = await request(
-        session,
-        "POST",
-        url,
-        data=form,
-        max_bytes=access.max_bytes,
-        policy=access.policy,
-        auth=auth,
-    )
+    status, body = await pull.request(session, "POST", url, data=form)
     if status in (401, 403):
         raise FeedError(refused("POST", url, status))
     try:
@@ -105,7 +88,11 @@ async def fetch(
         )
     try:
         records = matrix_records(
-            data.get("result") or [], window, time_field, time_format, source.value_field
+            data.get("result") or [],
+            pull.window,
+            pull.time_field,
+            pull.time_format,
+            source.value_field,
         )
     except (TypeError, ValueError) as err:
         raise FeedError(f"Prometheus {source.url}: malformed matrix: {err}") from None

@@ -34,7 +34,7 @@ from mljob_operator.datafeed.planner import (
     resume_point,
     retry_delay_s,
 )
-from mljob_operator.datafeed.sources import FeedError, SourceAccess
+from mljob_operator.datafeed.sources import FeedError, Pull, SourceAccess
 
 log = logging.getLogger(__name__)
 
@@ -169,11 +169,11 @@ class FeedRunner:
     async def _pull(self, session: aiohttp.ClientSession, window: Window) -> int:
         cfg, source = self.config, self.config.source
         auth = await self._request_auth()
-        args = (window, cfg.time_field, cfg.time_format, self._access)
+        pull = Pull(window, cfg.time_field, cfg.time_format, self._access, auth)
         if isinstance(source, HttpQuery):
-            body, count = await http_source.fetch(session, source, *args, auth=auth)
+            body, count = await http_source.fetch(session, source, pull)
         else:
-            body, count = await prometheus_source.fetch(session, source, *args, auth=auth)
+            body, count = await prometheus_source.fetch(session, source, pull)
         if count:
             await self._shielded(self._target.post(body))
         await self._shielded(self._target.advance(window.end_ms))

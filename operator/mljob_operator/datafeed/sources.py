@@ -25,6 +25,7 @@ from mljob_operator.datafeed.destinations import DestinationPolicy, DestinationR
 
 if TYPE_CHECKING:
     from mljob_operator.datafeed.credentials import KeyReader, RequestAuth
+    from mljob_operator.datafeed.planner import Window
 
 DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=120, sock_connect=10)
@@ -46,6 +47,32 @@ class SourceAccess:
     read_key: KeyReader | None = None
     """Reads the Secret and ConfigMap keys a source's authentication names, in the job's
     namespace only; None: a source that names one fails with CredentialsNotFound."""
+
+
+@dataclass(frozen=True)
+class Pull:
+    """One fetch of a source: the window, the time field and format the job's records are
+    written in, what may be fetched, and the credentials to send."""
+
+    window: Window
+    time_field: str = "time"
+    time_format: str = "epoch"
+    access: SourceAccess = field(default_factory=SourceAccess)
+    auth: RequestAuth | None = None
+
+    async def request(
+        self, session: aiohttp.ClientSession, method: str, url: str, **body: Mapping[str, str]
+    ) -> tuple[int, bytes]:
+        """`request` within this pull's limits and with its credentials."""
+        return await request(
+            session,
+            method,
+            url,
+            max_bytes=self.access.max_bytes,
+            policy=self.access.policy,
+            auth=self.auth,
+            **body,
+        )
 
 
 READ_CHUNK_BYTES = 256 * 1024
