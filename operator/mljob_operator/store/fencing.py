@@ -1,0 +1,127 @@
+"""Fencing tokens for shared-store replicas: a replica that lost a shard writes nothing.
+
+A Lease says who *should* run a shard's jobs, but a replica paused past its Lease (a
+stopped process, a long GC, a partition) does not know it lost it, and its engine may
+still be committing. So each shard has an epoch in the store, bumped in the store by
+the replica that takes the shard over (`take`), and every commit of a job checks, in
+its own transaction, that the shard's epoch is still the one this replica took
+(`check`, a `FOR SHARE` row lock, so a takeover waits for a commit in flight and every
+later commit of the old holder is refused). The new holder opens its jobs only after
+taking the epoch, so it replays everything the old holder committed.
+
+`FencedPostgresStore` is the PostgreSQL store with the check in its write transactions.
+The table is this module's own (created if missing when leased mode starts), kept out
+of the store's versioned migrations: a single-replica store never has it.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import psycopg
+
+from mljob_operator.engine.persistence import CommitResult, StoreError, WriteBatch
+from mljob_operator.store import postgres
+
+SETUP = """
+CREATE TABLE IF NOT EXISTS shard_epochs (
+    shard INTEGER PRIMARY KEY,
+    epoch BIGINT NOT NULL,
+    holder TEXT NOT NULL
+)
+"""
+SETUP_LOCK = 0x6D6C6A6F62 + 1  # next to the migration lock
+
+
+class FencedError(StoreError):
+    """This replica does not hold the job's shard (any more): nothing was written."""
+
+
+class ShardFence:
+    """The epochs this replica took, the shard of each job it runs, and the check."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._epochs: dict[int, int] = {}
+        self._job_shards: dict[str, int] = {}
+
+    def setup(self, conn: psycopg.Connection[Any]) -> None:
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (SETUP_LOCK,))
+            conn.execute(SETUP)
+
+    def take(self, conn: psycopg.Connection[Any], shard: int, holder: str) -> int:
+        """Bump the shard's epoch for `holder` (committed before this returns) and
+        remember it as this replica's."""
+        row = conn.execute(
+            "INSERT INTO shard_epochs (shard, epoch, holder) VALUES (%s, 1, %s)"
+            " ON CONFLICT (shard) DO UPDATE SET epoch = shard_epochs.epoch + 1,"
+            " holder = EXCLUDED.holder RETURNING epoch",
+            (shard, holder),
+        ).fetchone()
+        assert row is not None
+        epoch = int(row[0])
+        with self._lock:
+            self._epochs[shard] = epoch
+        return epoch
+
+    def drop(self, shard: int) -> None:
+        """Stop writing for this shard at once (its hold ran out or was released)."""
+        with self._lock:
+            self._epochs.pop(shard, None)
+
+    def assign(self, job_id: str, shard: int) -> None:
+        with self._lock:
+            self._job_shards[job_id] = shard
+
+    def token(self, job_id: str) -> tuple[int, int] | None:
+        with self._lock:
+            shard = self._job_shards.get(job_id)
+            epoch = None if shard is None else self._epochs.get(shard)
+        return None if shard is None or epoch is None else (shard, epoch)
+
+    def check(self, conn: psycopg.Connection[Any], job_id: str) -> None:
+        """Inside the commit's transaction: refuse unless this replica's epoch for the
+        job's shard is still the store's."""
+        token = self.token(job_id)
+        if token is None:
+            raise FencedError(f"job {job_id}: this replica does not hold its shard")
+        shard, epoch = token
+        row = conn.execute(
+            "SELECT epoch, holder FROM shard_epochs WHERE shard = %s FOR SHARE", (shard,)
+        ).fetchone()
+        if row is None or int(row[0]) != epoch:
+            holder = "nobody" if row is None else row[1]
+            raise FencedError(
+                f"job {job_id}: shard {shard} was taken over by {holder} (epoch"
+                f" {None if row is None else row[0]}, this replica's {epoch}); write refused"
+            )
+
+
+class FencedPostgresStore(postgres.PostgresStore):
+    """The PostgreSQL store of a replica in leased mode: a job's commit or deletion is
+    refused (`FencedError`, so the engine's `StoreWriteError`) unless this replica holds
+    the job's shard at the epoch the store has, checked in the same transaction."""
+
+    def __init__(self, url: str, fence: ShardFence, max_connections: int = 16) -> None:
+        super().__init__(url, max_connections=max_connections)
+        self.fence = fence
+        with self._pool.connection() as conn:
+            fence.setup(conn)
+
+    def take_shard(self, shard: int, holder: str) -> int:
+        """Bump the shard's epoch for this replica; done before it opens any job."""
+        with self._pool.connection() as conn:
+            return self.fence.take(conn, shard, holder)
+
+    def commit(self, job_id: str, batch: WriteBatch) -> CommitResult:
+        with self._pool.connection() as conn, conn.transaction():
+            self.fence.check(conn, job_id)
+            return postgres._apply(conn, job_id, batch)
+
+    def delete_job(self, job_id: str) -> None:
+        with self._pool.connection() as conn, conn.transaction():
+            self.fence.check(conn, job_id)
+            for table in postgres._TABLES:
+                conn.execute(f"DELETE FROM {table} WHERE job_id = %s", (job_id,))

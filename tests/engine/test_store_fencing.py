@@ -1,0 +1,70 @@
+"""Fencing on a real PostgreSQL: two replicas' stores over one database; the one whose
+shard was taken over writes nothing more, and the new holder replays all it committed."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from devtools.postgres import PostgresCluster
+from mljob_operator.engine import DetectorConfig, Job, JobConfig, StoreWriteError
+from mljob_operator.store import WriteBatch
+from mljob_operator.store.fencing import FencedError, FencedPostgresStore, ShardFence
+from tests.engine.conftest import T0, FakeClock, ndjson
+
+CONFIG = JobConfig(
+    detectors=(DetectorConfig("mean", "v"),), bucket_span_s=60, background_persist_interval_s=None
+)
+JOB = "ns/web"
+
+
+def _body(n: int) -> bytes:
+    return ndjson([{"time": T0 + n * 60 + i, "v": float(i % 7)} for i in range(30)])
+
+
+@pytest.fixture
+def replicas(
+    postgres_cluster: PostgresCluster,
+) -> Iterator[tuple[FencedPostgresStore, FencedPostgresStore]]:
+    url = postgres_cluster.schema_url(f"fence_{uuid.uuid4().hex[:10]}", "mljob_tests")
+    fences = ShardFence(), ShardFence()
+    for fence in fences:
+        fence.assign(JOB, 5)
+    a, b = (FencedPostgresStore(url, fence, max_connections=2) for fence in fences)
+    yield a, b
+    a.close()
+    b.close()
+
+
+def test_without_the_shard_nothing_is_written(
+    replicas: tuple[FencedPostgresStore, FencedPostgresStore],
+) -> None:
+    a, _ = replicas
+    with pytest.raises(FencedError, match="does not hold"):
+        a.commit(JOB, WriteBatch(intake_open=False))
+    assert a.get_job(JOB) is None
+
+
+def test_the_old_holder_is_refused_and_the_new_one_replays_what_it_committed(
+    replicas: tuple[FencedPostgresStore, FencedPostgresStore],
+) -> None:
+    a, b = replicas
+    assert a.take_shard(5, "a") == 1
+    old = Job.open(a, JOB, CONFIG, clock=FakeClock())
+    for n in range(3):
+        old.post_data(_body(n))
+
+    assert b.take_shard(5, "b") == 2  # a paused past its Lease; b took the shard over
+    with pytest.raises(StoreWriteError, match="taken over by b"):
+        old.post_data(_body(3))
+    new = Job.open(b, JOB, CONFIG, clock=FakeClock())
+    assert new.data_counts.processed_record_count == 90
+    new.post_data(_body(3))
+    assert b.last_wal_seq(JOB) == a.last_wal_seq(JOB)
+    assert len(list(b.wal_entries(JOB, 0))) == 4
+
+    a.fence.drop(5)  # its hold ran out: refused before asking the database
+    with pytest.raises(FencedError, match="does not hold"):
+        a.delete_job(JOB)
