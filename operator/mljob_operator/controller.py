@@ -274,6 +274,7 @@ class JobController:
                 return await self._unparseable(body(), err)
             await self.datafeed.sync(obs.spec, lifecycle.datafeed_runs(obs), obs.status.datafeed)
             obs = self.observe(body(), deleting)
+            self.runtime.apply_live_spec(self.id, obs.spec)
             decision = lifecycle.decide(obs)
             if decision.action == Action.NOTHING:
                 return False

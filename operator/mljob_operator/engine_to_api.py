@@ -9,7 +9,15 @@ source, so a renamed engine field fails a test instead of leaving a default on t
 from __future__ import annotations
 
 from mljob_operator.api import DataCounts, ModelSizeStats
-from mljob_operator.api.results import AnomalyRecord, Bucket, Flushed, Influence, ModelSnapshot
+from mljob_operator.api.results import (
+    AnomalyRecord,
+    Bucket,
+    Flushed,
+    Influence,
+    InfluencerResult,
+    ModelPlotPoint,
+    ModelSnapshot,
+)
 from mljob_operator.engine import results as engine
 
 RENAMED = {
@@ -41,6 +49,14 @@ def record(r: engine.RecordResult) -> AnomalyRecord:
         for i in r.influencers
     ]
     return AnomalyRecord.model_validate(fields)
+
+
+def model_plot(m: engine.ModelPlotResult) -> ModelPlotPoint:
+    return ModelPlotPoint.model_validate(m, from_attributes=True)
+
+
+def influencer(i: engine.InfluencerResult) -> InfluencerResult:
+    return InfluencerResult.model_validate(i, from_attributes=True)
 
 
 def model_snapshot(s: engine.ModelSnapshot) -> ModelSnapshot:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from mljob_operator.engine.config import DetectorConfig, JobConfig
 from mljob_operator.engine.errors import ConfigError, StoreWriteError
 from mljob_operator.engine.job import Job, JobNotClosedError, revert_to_snapshot
 from mljob_operator.engine.persistence import (
+    ModelPlotQuery,
     ResultsQuery,
     SnapshotQuery,
     Store,
@@ -87,6 +89,7 @@ def engine_config(spec: MLJobSpec) -> JobConfig:
             model_snapshot_retention_days=spec.model_snapshot_retention_days,
             daily_model_snapshot_retention_after_days=spec.effective_daily_retention_after_days,
             results_retention_days=spec.results_retention_days,
+            model_plot_enabled=spec.model_plot_config.enabled,
         )
     except (ConfigError, ValueError) as err:
         raise InvalidSpecError(str(err)) from err
@@ -197,6 +200,17 @@ class JobRuntime:
                 slot.config = config
             slot.accepting = accepting
             return slot.job.active_snapshot_id
+
+    def apply_live_spec(self, job_id: str, spec: MLJobSpec) -> None:
+        """Carry the spec fields an open job may change (modelPlotConfig) to its engine
+        job, from its next bucket; a reopen after a store failure keeps them too."""
+        slot = self._slots.get(job_id)
+        if slot is None or slot.job is None or slot.config is None:
+            return
+        enabled = spec.model_plot_config.enabled
+        if slot.config.model_plot_enabled != enabled:
+            slot.config = dataclasses.replace(slot.config, model_plot_enabled=enabled)
+            slot.job.set_model_plot(enabled)
 
     def _claim(self, job_id: str, uid: str | None) -> None:
         if uid is None:
@@ -382,6 +396,14 @@ class JobRuntime:
     async def records(self, job_id: str, query: ResultsQuery) -> api.RecordPage:
         count, items = await self._read(self._store.query_records, job_id, query)
         return api.RecordPage(count=count, records=[to_api.record(r) for r in items])
+
+    async def model_plot(self, job_id: str, query: ModelPlotQuery) -> api.ModelPlotPage:
+        count, items = await self._read(self._store.query_model_plot, job_id, query)
+        return api.ModelPlotPage(count=count, model_plot=[to_api.model_plot(m) for m in items])
+
+    async def influencers(self, job_id: str, query: ResultsQuery) -> api.InfluencerPage:
+        count, items = await self._read(self._store.query_influencers, job_id, query)
+        return api.InfluencerPage(count=count, influencers=[to_api.influencer(i) for i in items])
 
     async def snapshots(self, job_id: str, query: SnapshotQuery) -> api.ModelSnapshotPage:
         count, items = await self._read(self._store.list_snapshots, job_id, query)

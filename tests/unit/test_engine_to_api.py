@@ -10,7 +10,15 @@ from pydantic import BaseModel
 
 from mljob_operator import engine_to_api
 from mljob_operator.api import DataCounts, ModelSizeStats
-from mljob_operator.api.results import AnomalyRecord, Bucket, Flushed, Influence, ModelSnapshot
+from mljob_operator.api.results import (
+    AnomalyRecord,
+    Bucket,
+    Flushed,
+    Influence,
+    InfluencerResult,
+    ModelPlotPoint,
+    ModelSnapshot,
+)
 from mljob_operator.engine import results as engine
 
 PAIRS: list[tuple[type[BaseModel], type]] = [
@@ -21,6 +29,8 @@ PAIRS: list[tuple[type[BaseModel], type]] = [
     (Influence, engine.Influence),
     (ModelSnapshot, engine.ModelSnapshot),
     (Flushed, engine.FlushResult),
+    (ModelPlotPoint, engine.ModelPlotResult),
+    (InfluencerResult, engine.InfluencerResult),
 ]
 
 

@@ -59,6 +59,38 @@ class AnomalyRecord(_Wire):
     influencers: list[Influence] = Field(description="Influencer values in the bucket.")
 
 
+class ModelPlotPoint(_Wire):
+    """What the model expected of one series in one bucket, and what came."""
+
+    timestamp: int = Field(description="Bucket start (epoch ms).")
+    bucket_span: int = Field(ge=1, description="Bucket length in seconds.")
+    detector_index: int = Field(ge=0, description="Index of the detector.")
+    partition_field_name: str | None = Field(description="Partition field, if the detector splits.")
+    partition_field_value: str | None = Field(description="Partition-field value of the series.")
+    by_field_name: str | None = Field(description="By field, if the detector splits.")
+    by_field_value: str | None = Field(description="By-field value of the series.")
+    actual: float = Field(description="The bucket's value.")
+    model_median: float = Field(description="What the model expected (the records' typical).")
+    model_lower: float = Field(description="Lower bound of the model's 95% band.")
+    model_upper: float = Field(description="Upper bound of the model's 95% band.")
+    is_interim: bool = Field(description="Not final yet.")
+
+
+class InfluencerResult(_Wire):
+    """One influencer value of one bucket, scored by the most anomalous record it was in."""
+
+    timestamp: int = Field(description="Bucket start (epoch ms).")
+    bucket_span: int = Field(ge=1, description="Bucket length in seconds.")
+    influencer_field_name: str = Field(description="Influencer field.")
+    influencer_field_value: str = Field(description="Its value.")
+    influencer_score: Score = Field(description="0 to 100, renormalised.")
+    initial_influencer_score: Score = Field(description="0 to 100, when first final.")
+    probability: float = Field(
+        ge=0.0, le=1.0, description="The lowest probability of the records it influenced."
+    )
+    is_interim: bool = Field(description="Not final yet.")
+
+
 class ModelSnapshot(_Wire):
     snapshot_id: str = Field(description="Snapshot id.")
     timestamp: int = Field(description="When it was taken (epoch ms).")
@@ -79,6 +111,16 @@ class BucketPage(_Wire):
 class RecordPage(_Wire):
     count: int = Field(ge=0, description="Matching records.")
     records: list[AnomalyRecord]
+
+
+class ModelPlotPage(_Wire):
+    count: int = Field(ge=0, description="Matching model plot points.")
+    model_plot: list[ModelPlotPoint]
+
+
+class InfluencerPage(_Wire):
+    count: int = Field(ge=0, description="Matching influencer results.")
+    influencers: list[InfluencerResult]
 
 
 class ModelSnapshotPage(_Wire):

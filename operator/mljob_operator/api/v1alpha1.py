@@ -326,6 +326,17 @@ class AnalysisLimits(_Model):
         return parse_memory_limit(self.model_memory_limit)
 
 
+class ModelPlotConfig(_Model):
+    """Whether the job records what its model expected, for charts."""
+
+    enabled: bool = Field(
+        False,
+        description="Record, per bucket and series, the actual value, the model's median "
+        "and its 95% band (results/modelplot); at most 100 series a bucket. Takes effect "
+        "at the next bucket of an open job, without a reopen. Defaults to false.",
+    )
+
+
 # --------------------------------------------------------------------------- datafeed client
 
 
@@ -745,6 +756,12 @@ class MLJobSpec(_Model):
         None,
         description="Pull data from Prometheus or an HTTP endpoint; unset means clients "
         "push data to the operator's data API.",
+    )
+    model_plot_config: ModelPlotConfig = Field(
+        default_factory=ModelPlotConfig,
+        description="Model plot results: the series with the model's expected band. May "
+        "change while the job is open.",
+        json_schema_extra={"default": {}},
     )
 
     @property

@@ -25,12 +25,16 @@ from mljob_operator.engine.buckets import (
 from mljob_operator.engine.config import DetectorConfig, JobConfig
 from mljob_operator.engine.errors import DataFormatError
 from mljob_operator.engine.functions import FUNCTIONS, Metric
+from mljob_operator.engine.influencers import influencer_results
 from mljob_operator.engine.memory import label_bytes, memory_status, series_bytes
 from mljob_operator.engine.model import SeriesModel
+from mljob_operator.engine.model_plot import MODEL_PLOT_SERIES_PER_BUCKET, band
 from mljob_operator.engine.results import (
     BucketResult,
     DataCounts,
     Influence,
+    InfluencerResult,
+    ModelPlotResult,
     ModelSizeStats,
     RecordResult,
 )
@@ -60,6 +64,8 @@ def _is_none(values: list[Any]) -> npt.NDArray[np.bool_]:
 class Output:
     buckets: list[BucketResult] = field(default_factory=list)
     records: list[RecordResult] = field(default_factory=list)
+    model_plot: list[ModelPlotResult] = field(default_factory=list)
+    influencers: list[InfluencerResult] = field(default_factory=list)
     interim: bool = False
     rescale: tuple[ScoreScale, ScoreScale] | None = None
     rescale_since_ms: int = 0
@@ -160,6 +166,9 @@ class Analyzer:
         self.quiet_run = 0
         """Buckets without records finalised in a row (counted up to
         QUIET_BUCKETS_MODELLED)."""
+        self.model_plot = config.model_plot_enabled
+        """Record model plot results; the operator may switch it on an open job (it
+        changes no model state, only what the next buckets write)."""
 
     # ---- bookkeeping -------------------------------------------------------------------
     def table(self, name: str) -> LabelTable:
@@ -448,11 +457,15 @@ class Analyzer:
         for b in sorted(self.open_events):
             t_ms = b * self.span_ms
             raws, hot = [], []
+            plotted = 0
+            first_record = len(out.records)
             for d in self.detectors:
                 agg = d.open.get(b)
                 idx, x = d.values(agg)
                 if not len(idx):
                     continue
+                if self.model_plot:
+                    plotted += self._plot(out, d, t_ms, idx, x, plotted, interim=True)
                 p, raw, typical, _ = d.model.score(idx, x, t_ms // 1000)
                 raws.append(raw)
                 hot.append((d, agg, idx, x, p, raw, typical))
@@ -465,6 +478,7 @@ class Analyzer:
             )
             for d, agg, idx, x, p, raw, typical in hot:
                 self._records(out, d, agg, t_ms, idx, x, p, raw, typical, rscale, interim=True)
+            out.influencers.extend(influencer_results(out.records[first_record:], rscale))
         return out
 
     def _finalise_until(self, end: int, out: Output) -> None:
@@ -525,11 +539,14 @@ class Analyzer:
             self.allocation_failures += 1
         raws: list[F64] = []
         hot = []
+        plotted = 0
         for d in self.detectors:
             agg = d.open.pop(b, None)
             idx, x = d.values(agg)
             if not len(idx):
                 continue
+            if self.model_plot:
+                plotted += self._plot(out, d, t_ms, idx, x, plotted, interim=False)
             p, raw, typical = d.model.step(idx, x, t_ms // 1000)
             raws.append(raw)
             if (raw >= RECORD_RAW).any():
@@ -543,8 +560,50 @@ class Analyzer:
         out.buckets.append(
             BucketResult(t_ms, self.config.bucket_span_s, score, score, top, False, events)
         )
+        first_record = len(out.records)
         for d, agg, idx, x, p, raw, typical in hot:
             self._records(out, d, agg, t_ms, idx, x, p, raw, typical, rscale, interim=False)
+        out.influencers.extend(influencer_results(out.records[first_record:], rscale))
+
+    def _plot(
+        self,
+        out: Output,
+        d: DetectorState,
+        t_ms: int,
+        idx: I64,
+        x: F64,
+        plotted: int,
+        *,
+        interim: bool,
+    ) -> int:
+        """Model plot rows for the first series of the bucket that still fit its cap,
+        from the model as it is before it learns the bucket; returns how many."""
+        room = MODEL_PLOT_SERIES_PER_BUCKET - plotted
+        if room <= 0:
+            return 0
+        idx, x = idx[:room], x[:room]
+        median, lower, upper = band(d.model, idx, x, t_ms // 1000, non_negative=d.spec.count_like)
+        cfg = d.cfg
+        ptab = self.table(cfg.partition_field_name) if cfg.partition_field_name else None
+        btab = self.table(cfg.by_field_name) if cfg.by_field_name else None
+        for j, s in enumerate(idx.tolist()):
+            out.model_plot.append(
+                ModelPlotResult(
+                    timestamp=t_ms,
+                    bucket_span=self.config.bucket_span_s,
+                    detector_index=d.index,
+                    partition_field_name=cfg.partition_field_name,
+                    partition_field_value=ptab.labels[d.pid[s]] if ptab else None,
+                    by_field_name=cfg.by_field_name,
+                    by_field_value=btab.labels[d.bid[s]] if btab else None,
+                    actual=float(x[j]),
+                    model_median=float(median[j]),
+                    model_lower=float(lower[j]),
+                    model_upper=float(upper[j]),
+                    is_interim=interim,
+                )
+            )
+        return len(idx)
 
     def _records(  # noqa: PLR0913, PLR0917 (the per-bucket arrays of one detector)
         self,

@@ -47,6 +47,7 @@ class JobConfig:
     results_retention_days: int | None = None
     renormalization_window_days: int | None = None
     background_persist_interval_s: int | None = 3 * 3600
+    model_plot_enabled: bool = False
 
     def __post_init__(self) -> None:
         if not self.detectors:

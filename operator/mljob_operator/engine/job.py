@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -183,6 +183,15 @@ class Job:
                 self._last_stats = (an.counts.copy(), an.model_size_stats())
         return self._last_stats
 
+    def set_model_plot(self, enabled: bool) -> None:
+        """Switch model plot results from the next operation on. Without the job's lock on
+        purpose (a caller on an event loop must not wait for an ingest): it is one
+        attribute read when a bucket is analysed, and it changes no model state, so the
+        log replays the same whatever it was."""
+        self.config = replace(self.config, model_plot_enabled=enabled)
+        if self.analyzer is not None:
+            self.analyzer.model_plot = enabled
+
     # ---- intake ------------------------------------------------------------------------
     def post_data(self, body: bytes) -> DataCounts:
         """Analyse NDJSON or a JSON array; the data is durable when this returns."""
@@ -223,6 +232,8 @@ class Job:
         batch.clear_interim = out.interim or out.finalized > 0
         batch.buckets = out.buckets
         batch.records = out.records
+        batch.model_plot = out.model_plot
+        batch.influencers = out.influencers
         if out.rescale is not None:
             bscale, rscale = out.rescale
             batch.rescore = Rescore(out.rescale_since_ms, bscale.score, rscale.score, NOISE_RAW)

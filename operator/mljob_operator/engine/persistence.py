@@ -20,6 +20,8 @@ import numpy.typing as npt
 from mljob_operator.engine.results import (
     BucketResult,
     DataCounts,
+    InfluencerResult,
+    ModelPlotResult,
     ModelSizeStats,
     ModelSnapshot,
     RecordResult,
@@ -66,7 +68,8 @@ class JobRow:
 
 @dataclass(frozen=True, slots=True)
 class Rescore:
-    """Renormalise stored, final results at or after since_ms with new score functions."""
+    """Renormalise stored, final results at or after since_ms with new score functions
+    (influencers are on the record scale)."""
 
     since_ms: int
     bucket_score: ScoreFn
@@ -93,6 +96,8 @@ class WriteBatch:
     clear_interim: bool = False
     buckets: list[BucketResult] = field(default_factory=list)
     records: list[RecordResult] = field(default_factory=list)
+    model_plot: list[ModelPlotResult] = field(default_factory=list)
+    influencers: list[InfluencerResult] = field(default_factory=list)
     rescore: Rescore | None = None
     data_counts: DataCounts | None = None
     model_size_stats: ModelSizeStats | None = None
@@ -118,6 +123,15 @@ RECORD_SORTS = (
     "probability",
     "detector_index",
 )
+MODEL_PLOT_SORTS = ("timestamp", "detector_index", "actual")
+INFLUENCER_SORTS = (
+    "timestamp",
+    "influencer_score",
+    "initial_influencer_score",
+    "probability",
+    "influencer_field_name",
+    "influencer_field_value",
+)
 SNAPSHOT_SORTS = ("timestamp", "snapshot_id", "latest_record_time_stamp")
 """The fields results and snapshots can be sorted by (the result types' own names)."""
 
@@ -135,6 +149,14 @@ class ResultsQuery:
     desc: bool = False
     from_: int = 0
     size: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPlotQuery(ResultsQuery):
+    """A results query (min_score unused) narrowed to one split value or two."""
+
+    partition_field_value: str | None = None
+    by_field_value: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,5 +213,11 @@ class Store(Protocol):
     def query_records(
         self, job_id: str, query: ResultsQuery | None = None
     ) -> tuple[int, list[RecordResult]]: ...
+    def query_model_plot(
+        self, job_id: str, query: ModelPlotQuery | None = None
+    ) -> tuple[int, list[ModelPlotResult]]: ...
+    def query_influencers(
+        self, job_id: str, query: ResultsQuery | None = None
+    ) -> tuple[int, list[InfluencerResult]]: ...
     def latest_bucket_ms(self, job_id: str) -> int | None: ...
     def count_results_before(self, job_id: str, before_ms: int) -> int: ...

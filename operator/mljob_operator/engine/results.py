@@ -133,3 +133,36 @@ class FlushResult:
 class PruneResult:
     snapshots_deleted: int
     results_deleted: int
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPlotResult:
+    """What the model expected of one series in one bucket, and what came."""
+
+    timestamp: int
+    bucket_span: int
+    detector_index: int
+    partition_field_name: str | None
+    partition_field_value: str | None
+    by_field_name: str | None
+    by_field_value: str | None
+    actual: float
+    model_median: float
+    model_lower: float
+    model_upper: float
+    is_interim: bool
+
+
+@dataclass(frozen=True, slots=True)
+class InfluencerResult:
+    """One influencer value of one bucket: scored by the most anomalous record it was in."""
+
+    timestamp: int
+    bucket_span: int
+    influencer_field_name: str
+    influencer_field_value: str
+    probability: float
+    raw_score: float
+    influencer_score: float
+    initial_influencer_score: float
+    is_interim: bool

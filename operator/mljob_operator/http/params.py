@@ -13,8 +13,11 @@ from typing import Any
 from mljob_operator.api import parse_duration
 from mljob_operator.engine.persistence import (
     BUCKET_SORTS,
+    INFLUENCER_SORTS,
+    MODEL_PLOT_SORTS,
     RECORD_SORTS,
     SNAPSHOT_SORTS,
+    ModelPlotQuery,
     ResultsQuery,
     SnapshotQuery,
 )
@@ -120,6 +123,15 @@ def sort_names(fields: Iterable[str]) -> dict[str, str]:
 BUCKET_SORT_NAMES = sort_names(BUCKET_SORTS)
 RECORD_SORT_NAMES = sort_names(RECORD_SORTS)
 SNAPSHOT_SORT_NAMES = sort_names(SNAPSHOT_SORTS)
+MODEL_PLOT_SORT_NAMES = sort_names(MODEL_PLOT_SORTS)
+INFLUENCER_SORT_NAMES = sort_names(INFLUENCER_SORTS)
+SCORED_SORTS = {
+    "anomalyScore": BUCKET_SORT_NAMES,
+    "recordScore": RECORD_SORT_NAMES,
+    "influencerScore": INFLUENCER_SORT_NAMES,
+}
+"""The minimum-score parameter of each scored listing → its sort names."""
+MAX_SPLIT_VALUE = 1024
 
 
 def parse_sort(params: Mapping[str, str], allowed: Mapping[str, str]) -> str | None:
@@ -147,12 +159,29 @@ def _window_and_page(params: Mapping[str, str], sorts: Mapping[str, str]) -> dic
 
 
 def results_query(params: Mapping[str, str], score_param: str) -> ResultsQuery:
-    """Buckets (`score_param` anomalyScore) or records (recordScore)."""
-    sorts = BUCKET_SORT_NAMES if score_param == "anomalyScore" else RECORD_SORT_NAMES
+    """Buckets (`score_param` anomalyScore), records (recordScore) or influencers
+    (influencerScore)."""
     return ResultsQuery(
         min_score=parse_float(params, score_param),
         exclude_interim=parse_bool(params, "excludeInterim"),
-        **_window_and_page(params, sorts),
+        **_window_and_page(params, SCORED_SORTS[score_param]),
+    )
+
+
+def _split_value(params: Mapping[str, str], name: str) -> str | None:
+    value = params.get(name)
+    if value is not None and len(value) > MAX_SPLIT_VALUE:
+        raise BadRequest(f"{name} must be at most {MAX_SPLIT_VALUE} characters")
+    return value
+
+
+def model_plot_query(params: Mapping[str, str]) -> ModelPlotQuery:
+    """The buckets' parameters (no score) and a partition and/or by value to match."""
+    return ModelPlotQuery(
+        exclude_interim=parse_bool(params, "excludeInterim"),
+        partition_field_value=_split_value(params, "partitionFieldValue"),
+        by_field_value=_split_value(params, "byFieldValue"),
+        **_window_and_page(params, MODEL_PLOT_SORT_NAMES),
     )
 
 

@@ -25,6 +25,7 @@ from mljob_operator.engine.persistence import (
     ActiveSnapshotError,
     CommitResult,
     JobRow,
+    ModelPlotQuery,
     NotFoundError,
     ResultsQuery,
     SnapshotQuery,
@@ -35,6 +36,8 @@ from mljob_operator.engine.persistence import (
 from mljob_operator.engine.results import (
     BucketResult,
     DataCounts,
+    InfluencerResult,
+    ModelPlotResult,
     ModelSizeStats,
     ModelSnapshot,
     RecordResult,
@@ -42,10 +45,19 @@ from mljob_operator.engine.results import (
 from mljob_operator.store.rows import (
     BUCKET_COLS,
     BUCKET_SORT,
+    INFLUENCER_COLS,
+    INFLUENCER_SORT,
+    MODEL_PLOT_COLS,
+    MODEL_PLOT_SORT,
     RECORD_SORT,
+    RESULT_TABLES,
     SNAPSHOT_COLS,
     SNAPSHOT_SORT,
     bucket,
+    influencer,
+    influencer_row,
+    model_plot,
+    model_plot_row,
     record,
     record_body,
     snapshot,
@@ -123,6 +135,40 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (job_id, close_id, step)
     );
     """,
+    """
+    CREATE TABLE model_plot (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        job_id TEXT COLLATE "C" NOT NULL,
+        timestamp_ms BIGINT NOT NULL,
+        bucket_span BIGINT NOT NULL,
+        detector_index INTEGER NOT NULL,
+        partition_field_name TEXT COLLATE "C",
+        partition_field_value TEXT COLLATE "C",
+        by_field_name TEXT COLLATE "C",
+        by_field_value TEXT COLLATE "C",
+        actual DOUBLE PRECISION NOT NULL,
+        model_median DOUBLE PRECISION NOT NULL,
+        model_lower DOUBLE PRECISION NOT NULL,
+        model_upper DOUBLE PRECISION NOT NULL,
+        is_interim BOOLEAN NOT NULL
+    );
+    CREATE INDEX model_plot_time ON model_plot (job_id, timestamp_ms);
+    CREATE TABLE influencers (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        job_id TEXT COLLATE "C" NOT NULL,
+        timestamp_ms BIGINT NOT NULL,
+        bucket_span BIGINT NOT NULL,
+        field_name TEXT COLLATE "C" NOT NULL,
+        field_value TEXT COLLATE "C" NOT NULL,
+        probability DOUBLE PRECISION NOT NULL,
+        raw_score DOUBLE PRECISION NOT NULL,
+        influencer_score DOUBLE PRECISION NOT NULL,
+        initial_influencer_score DOUBLE PRECISION NOT NULL,
+        is_interim BOOLEAN NOT NULL
+    );
+    CREATE INDEX influencers_time ON influencers (job_id, timestamp_ms);
+    CREATE INDEX influencers_score ON influencers (job_id, influencer_score);
+    """,
 )
 
 MIGRATION_LOCK = 0x6D6C6A6F62  # pg_advisory_xact_lock key: "mljob"
@@ -133,7 +179,7 @@ _RECORD_COLS = (
     "timestamp_ms, detector_index, probability, raw_score, record_score,"
     " initial_record_score, is_interim, body"
 )
-_TABLES = ("wal", "snapshots", "buckets", "records", "close_steps", "jobs")
+_TABLES = ("wal", "snapshots", *RESULT_TABLES, "close_steps", "jobs")
 
 
 class PostgresStore:
@@ -337,9 +383,15 @@ class PostgresStore:
         q: ResultsQuery,
     ) -> tuple[int, list[tuple[Any, ...]]]:
         where, args = _window(job_id, q.start_ms, q.end_ms)
-        if q.min_score is not None:
-            where.append(f"{score} >= %s")
-            args.append(q.min_score)
+        split = q if isinstance(q, ModelPlotQuery) else ModelPlotQuery()
+        for cond, value in (
+            (f"{score} >= %s", q.min_score),
+            ("partition_field_value = %s", split.partition_field_value),
+            ("by_field_value = %s", split.by_field_value),
+        ):
+            if value is not None:
+                where.append(cond)
+                args.append(value)
         if q.exclude_interim:
             where.append("NOT is_interim")
         clause = " AND ".join(where)
@@ -371,16 +423,42 @@ class PostgresStore:
         )
         return count, [record(r) for r in rows]
 
+    def query_model_plot(
+        self, job_id: str, query: ModelPlotQuery | None = None
+    ) -> tuple[int, list[ModelPlotResult]]:
+        count, rows = self._query(
+            "model_plot",
+            MODEL_PLOT_COLS,
+            "actual",
+            MODEL_PLOT_SORT,
+            job_id,
+            query or ModelPlotQuery(),
+        )
+        return count, [model_plot(r) for r in rows]
+
+    def query_influencers(
+        self, job_id: str, query: ResultsQuery | None = None
+    ) -> tuple[int, list[InfluencerResult]]:
+        count, rows = self._query(
+            "influencers",
+            INFLUENCER_COLS,
+            "influencer_score",
+            INFLUENCER_SORT,
+            job_id,
+            query or ResultsQuery(),
+        )
+        return count, [influencer(r) for r in rows]
+
     def latest_bucket_ms(self, job_id: str) -> int | None:
         row = self._one("SELECT MAX(timestamp_ms) FROM buckets WHERE job_id = %s", (job_id,))
         return None if row[0] is None else int(row[0])
 
     def count_results_before(self, job_id: str, before_ms: int) -> int:
-        row = self._one(
-            "SELECT (SELECT COUNT(*) FROM buckets WHERE job_id = %s AND timestamp_ms < %s)"
-            " + (SELECT COUNT(*) FROM records WHERE job_id = %s AND timestamp_ms < %s)",
-            (job_id, before_ms, job_id, before_ms),
+        counts = " + ".join(
+            f"(SELECT COUNT(*) FROM {table} WHERE job_id = %s AND timestamp_ms < %s)"
+            for table in RESULT_TABLES
         )
+        row = self._one(f"SELECT {counts}", (job_id, before_ms) * len(RESULT_TABLES))
         return int(row[0])
 
 
@@ -445,13 +523,15 @@ def _apply(conn: psycopg.Connection[Any], job_id: str, b: WriteBatch) -> CommitR
 def _write_results(conn: psycopg.Connection[Any], job_id: str, b: WriteBatch) -> None:
     cur = conn.cursor()
     if b.clear_interim:
-        cur.execute("DELETE FROM buckets WHERE job_id = %s AND is_interim", (job_id,))
-        cur.execute("DELETE FROM records WHERE job_id = %s AND is_interim", (job_id,))
+        for table in RESULT_TABLES:
+            cur.execute(f"DELETE FROM {table} WHERE job_id = %s AND is_interim", (job_id,))
     if b.buckets:
-        cur.execute(
-            "DELETE FROM records WHERE job_id = %s AND timestamp_ms = ANY(%s)",
-            (job_id, [x.timestamp for x in b.buckets]),
-        )
+        stamps = [x.timestamp for x in b.buckets]
+        for table in RESULT_TABLES[1:]:
+            cur.execute(
+                f"DELETE FROM {table} WHERE job_id = %s AND timestamp_ms = ANY(%s)",
+                (job_id, stamps),
+            )
         cur.executemany(
             f"INSERT INTO buckets (job_id, {BUCKET_COLS})"
             " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (job_id, timestamp_ms) DO UPDATE"
@@ -489,6 +569,18 @@ def _write_results(conn: psycopg.Connection[Any], job_id: str, b: WriteBatch) ->
                         record_body(r),
                     )
                 )
+    _write_plot_and_influencers(cur, job_id, b)
+
+
+def _write_plot_and_influencers(cur: psycopg.Cursor[Any], job_id: str, b: WriteBatch) -> None:
+    if b.model_plot:
+        with cur.copy(f"COPY model_plot (job_id, {MODEL_PLOT_COLS}) FROM STDIN") as copy:
+            for m in b.model_plot:
+                copy.write_row(model_plot_row(job_id, m))
+    if b.influencers:
+        with cur.copy(f"COPY influencers (job_id, {INFLUENCER_COLS}) FROM STDIN") as copy:
+            for i in b.influencers:
+                copy.write_row(influencer_row(job_id, i))
 
 
 def _rescore(conn: psycopg.Connection[Any], job_id: str, b: WriteBatch) -> None:
@@ -497,6 +589,7 @@ def _rescore(conn: psycopg.Connection[Any], job_id: str, b: WriteBatch) -> None:
     for table, key, column, score in (
         ("buckets", "timestamp_ms", "anomaly_score", rs.bucket_score),
         ("records", "id", "record_score", rs.record_score),
+        ("influencers", "id", "influencer_score", rs.record_score),
     ):
         rows = conn.execute(
             f"SELECT {key}, raw_score FROM {table} WHERE job_id = %s AND timestamp_ms >= %s"
@@ -587,7 +680,7 @@ def _delete(conn: psycopg.Connection[Any], job_id: str, b: WriteBatch) -> tuple[
     results_deleted = 0
     for op, bound in (("<", b.delete_results_before_ms), (">", b.delete_results_after_ms)):
         if bound is not None:
-            for table in ("buckets", "records"):
+            for table in RESULT_TABLES:
                 cur = conn.execute(
                     f"DELETE FROM {table} WHERE job_id = %s AND timestamp_ms {op} %s",
                     (job_id, bound),

@@ -1,5 +1,6 @@
 """How both stores write and read rows: the sortable columns, and results and snapshots
-to and from row tuples (a record's descriptive fields as one JSON body)."""
+to and from row tuples (a record's descriptive fields as one JSON body; model plot and
+influencer results column by column, as they are filtered by their values)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import orjson
 
 from mljob_operator.engine.persistence import (
     BUCKET_SORTS,
+    INFLUENCER_SORTS,
+    MODEL_PLOT_SORTS,
     RECORD_SORTS,
     SNAPSHOT_SORTS,
     StoreError,
@@ -17,6 +20,8 @@ from mljob_operator.engine.results import (
     BucketResult,
     DataCounts,
     Influence,
+    InfluencerResult,
+    ModelPlotResult,
     ModelSizeStats,
     ModelSnapshot,
     RecordResult,
@@ -36,6 +41,19 @@ RECORD_SORT = {
     "probability": "probability",
     "detector_index": "detector_index",
 }
+MODEL_PLOT_SORT = {
+    "timestamp": "timestamp_ms",
+    "detector_index": "detector_index",
+    "actual": "actual",
+}
+INFLUENCER_SORT = {
+    "timestamp": "timestamp_ms",
+    "influencer_score": "influencer_score",
+    "initial_influencer_score": "initial_influencer_score",
+    "probability": "probability",
+    "influencer_field_name": "field_name",
+    "influencer_field_value": "field_value",
+}
 SNAPSHOT_SORT = {
     "timestamp": "timestamp_ms",
     "snapshot_id": "snapshot_id",
@@ -45,6 +63,16 @@ BUCKET_COLS = (
     "timestamp_ms, bucket_span, anomaly_score, initial_anomaly_score, raw_score, is_interim,"
     " event_count"
 )
+MODEL_PLOT_COLS = (
+    "timestamp_ms, bucket_span, detector_index, partition_field_name, partition_field_value,"
+    " by_field_name, by_field_value, actual, model_median, model_lower, model_upper, is_interim"
+)
+INFLUENCER_COLS = (
+    "timestamp_ms, bucket_span, field_name, field_value, probability, raw_score,"
+    " influencer_score, initial_influencer_score, is_interim"
+)
+RESULT_TABLES = ("buckets", "records", "model_plot", "influencers")
+"""Every table of results: pruned, reverted and deleted together."""
 SNAPSHOT_COLS = (
     "snapshot_id, timestamp_ms, description, latest_record_ms, latest_result_ms, doc_count,"
     " size_bytes, retain, wal_seq, model_size_stats, data_counts"
@@ -54,6 +82,8 @@ SNAPSHOT_COLS = (
 assert set(BUCKET_SORT) == set(BUCKET_SORTS)
 assert set(RECORD_SORT) == set(RECORD_SORTS)
 assert set(SNAPSHOT_SORT) == set(SNAPSHOT_SORTS)
+assert set(MODEL_PLOT_SORT) == set(MODEL_PLOT_SORTS)
+assert set(INFLUENCER_SORT) == set(INFLUENCER_SORTS)
 
 
 def sort_column(sort: str | None, allowed: dict[str, str]) -> str:
@@ -105,6 +135,74 @@ def record(row: tuple[Any, ...]) -> RecordResult:
         typical=tuple(typical),
         is_interim=bool(interim),
         influencers=tuple(Influence(n, tuple(v)) for n, v in infl),
+    )
+
+
+def model_plot_row(job_id: str, m: ModelPlotResult) -> tuple[Any, ...]:
+    """job_id and the MODEL_PLOT_COLS of one result (is_interim as a bool)."""
+    return (
+        job_id,
+        m.timestamp,
+        m.bucket_span,
+        m.detector_index,
+        m.partition_field_name,
+        m.partition_field_value,
+        m.by_field_name,
+        m.by_field_value,
+        m.actual,
+        m.model_median,
+        m.model_lower,
+        m.model_upper,
+        m.is_interim,
+    )
+
+
+def model_plot(row: tuple[Any, ...]) -> ModelPlotResult:
+    ts, span, det, pn, pv, bn, bv, actual, median, lower, upper, interim = row
+    return ModelPlotResult(
+        timestamp=ts,
+        bucket_span=span,
+        detector_index=det,
+        partition_field_name=pn,
+        partition_field_value=pv,
+        by_field_name=bn,
+        by_field_value=bv,
+        actual=actual,
+        model_median=median,
+        model_lower=lower,
+        model_upper=upper,
+        is_interim=bool(interim),
+    )
+
+
+def influencer_row(job_id: str, i: InfluencerResult) -> tuple[Any, ...]:
+    """job_id and the INFLUENCER_COLS of one result (is_interim as a bool)."""
+    return (
+        job_id,
+        i.timestamp,
+        i.bucket_span,
+        i.influencer_field_name,
+        i.influencer_field_value,
+        i.probability,
+        i.raw_score,
+        i.influencer_score,
+        i.initial_influencer_score,
+        i.is_interim,
+    )
+
+
+def influencer(row: tuple[Any, ...]) -> InfluencerResult:
+    ts, span, name, value, prob, raw, score, initial, interim = row
+    return InfluencerResult(
+        timestamp=ts,
+        bucket_span=span,
+        influencer_field_name=name,
+        influencer_field_value=value,
+        probability=prob,
+        raw_score=raw,
+        influencer_score=score,
+        initial_influencer_score=initial,
+        is_interim=bool(interim),
     )
 
 

@@ -21,6 +21,7 @@ from mljob_operator.engine.persistence import (
     ActiveSnapshotError,
     CommitResult,
     JobRow,
+    ModelPlotQuery,
     NotFoundError,
     ResultsQuery,
     SnapshotQuery,
@@ -31,6 +32,8 @@ from mljob_operator.engine.persistence import (
 from mljob_operator.engine.results import (
     BucketResult,
     DataCounts,
+    InfluencerResult,
+    ModelPlotResult,
     ModelSizeStats,
     ModelSnapshot,
     RecordResult,
@@ -38,10 +41,19 @@ from mljob_operator.engine.results import (
 from mljob_operator.store.rows import (
     BUCKET_COLS,
     BUCKET_SORT,
+    INFLUENCER_COLS,
+    INFLUENCER_SORT,
+    MODEL_PLOT_COLS,
+    MODEL_PLOT_SORT,
     RECORD_SORT,
+    RESULT_TABLES,
     SNAPSHOT_COLS,
     SNAPSHOT_SORT,
     bucket,
+    influencer,
+    influencer_row,
+    model_plot,
+    model_plot_row,
     record,
     record_body,
     snapshot,
@@ -120,6 +132,40 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     """
     ALTER TABLE jobs ADD COLUMN owner_uid TEXT
+    """,
+    """
+    CREATE TABLE model_plot (
+        id INTEGER PRIMARY KEY,
+        job_id TEXT NOT NULL,
+        timestamp_ms INTEGER NOT NULL,
+        bucket_span INTEGER NOT NULL,
+        detector_index INTEGER NOT NULL,
+        partition_field_name TEXT,
+        partition_field_value TEXT,
+        by_field_name TEXT,
+        by_field_value TEXT,
+        actual REAL NOT NULL,
+        model_median REAL NOT NULL,
+        model_lower REAL NOT NULL,
+        model_upper REAL NOT NULL,
+        is_interim INTEGER NOT NULL
+    );
+    CREATE INDEX model_plot_time ON model_plot (job_id, timestamp_ms);
+    CREATE TABLE influencers (
+        id INTEGER PRIMARY KEY,
+        job_id TEXT NOT NULL,
+        timestamp_ms INTEGER NOT NULL,
+        bucket_span INTEGER NOT NULL,
+        field_name TEXT NOT NULL,
+        field_value TEXT NOT NULL,
+        probability REAL NOT NULL,
+        raw_score REAL NOT NULL,
+        influencer_score REAL NOT NULL,
+        initial_influencer_score REAL NOT NULL,
+        is_interim INTEGER NOT NULL
+    );
+    CREATE INDEX influencers_time ON influencers (job_id, timestamp_ms);
+    CREATE INDEX influencers_score ON influencers (job_id, influencer_score)
     """,
 )
 
@@ -226,7 +272,7 @@ class SQLiteStore:
             w = self._writer
             w.execute("BEGIN IMMEDIATE")
             try:
-                for table in ("wal", "snapshots", "buckets", "records", "close_steps", "jobs"):
+                for table in ("wal", "snapshots", *RESULT_TABLES, "close_steps", "jobs"):
                     w.execute(f"DELETE FROM {table} WHERE job_id = ?", (job_id,))
                 w.execute("COMMIT")
             except BaseException:
@@ -264,6 +310,7 @@ class SQLiteStore:
         for table, key, column, score in (
             ("buckets", "timestamp_ms", "anomaly_score", rs.bucket_score),
             ("records", "id", "record_score", rs.record_score),
+            ("influencers", "id", "influencer_score", rs.record_score),
         ):
             rows = w.execute(
                 f"SELECT {key}, raw_score FROM {table} WHERE job_id = ? AND timestamp_ms >= ?"
@@ -398,10 +445,13 @@ class SQLiteStore:
     ) -> tuple[int, list[tuple[Any, ...]]]:
         where: list[str] = ["job_id = ?"]
         args: list[Any] = [job_id]
+        split = q if isinstance(q, ModelPlotQuery) else ModelPlotQuery()
         for cond, value in (
             ("timestamp_ms >= ?", q.start_ms),
             ("timestamp_ms < ?", q.end_ms),
             (f"{score} >= ?", q.min_score),
+            ("partition_field_value = ?", split.partition_field_value),
+            ("by_field_value = ?", split.by_field_value),
         ):
             if value is not None:
                 where.append(cond)
@@ -442,6 +492,32 @@ class SQLiteStore:
         )
         return count, [record(r) for r in rows]
 
+    def query_model_plot(
+        self, job_id: str, query: ModelPlotQuery | None = None
+    ) -> tuple[int, list[ModelPlotResult]]:
+        count, rows = self._query(
+            "model_plot",
+            MODEL_PLOT_COLS,
+            "actual",
+            MODEL_PLOT_SORT,
+            job_id,
+            query or ModelPlotQuery(),
+        )
+        return count, [model_plot(r) for r in rows]
+
+    def query_influencers(
+        self, job_id: str, query: ResultsQuery | None = None
+    ) -> tuple[int, list[InfluencerResult]]:
+        count, rows = self._query(
+            "influencers",
+            INFLUENCER_COLS,
+            "influencer_score",
+            INFLUENCER_SORT,
+            job_id,
+            query or ResultsQuery(),
+        )
+        return count, [influencer(r) for r in rows]
+
     def latest_bucket_ms(self, job_id: str) -> int | None:
         row = (
             self._reader()
@@ -459,7 +535,7 @@ class SQLiteStore:
                     (job_id, before_ms),
                 ).fetchone()[0]
             )
-            for table in ("buckets", "records")
+            for table in RESULT_TABLES
         )
 
 
@@ -479,11 +555,12 @@ def _append_wal(w: sqlite3.Connection, job_id: str, b: WriteBatch) -> int | None
 
 def _write_results(w: sqlite3.Connection, job_id: str, b: WriteBatch) -> None:
     if b.clear_interim:
-        w.execute("DELETE FROM buckets WHERE job_id = ? AND is_interim = 1", (job_id,))
-        w.execute("DELETE FROM records WHERE job_id = ? AND is_interim = 1", (job_id,))
+        for table in RESULT_TABLES:
+            w.execute(f"DELETE FROM {table} WHERE job_id = ? AND is_interim = 1", (job_id,))
     if b.buckets:
         stamps = [(job_id, x.timestamp) for x in b.buckets]
-        w.executemany("DELETE FROM records WHERE job_id = ? AND timestamp_ms = ?", stamps)
+        for table in RESULT_TABLES[1:]:
+            w.executemany(f"DELETE FROM {table} WHERE job_id = ? AND timestamp_ms = ?", stamps)
         w.executemany(
             f"INSERT OR REPLACE INTO buckets (job_id, {BUCKET_COLS}) VALUES (?,?,?,?,?,?,?,?)",
             [
@@ -519,6 +596,16 @@ def _write_results(w: sqlite3.Connection, job_id: str, b: WriteBatch) -> None:
                 )
                 for r in b.records
             ],
+        )
+    if b.model_plot:
+        w.executemany(
+            f"INSERT INTO model_plot (job_id, {MODEL_PLOT_COLS}) VALUES (?{', ?' * 12})",
+            [model_plot_row(job_id, m) for m in b.model_plot],
+        )
+    if b.influencers:
+        w.executemany(
+            f"INSERT INTO influencers (job_id, {INFLUENCER_COLS}) VALUES (?{', ?' * 9})",
+            [influencer_row(job_id, i) for i in b.influencers],
         )
 
 
@@ -590,7 +677,7 @@ def _delete(w: sqlite3.Connection, job_id: str, b: WriteBatch) -> tuple[int, int
     results_deleted = 0
     for op, bound in (("<", b.delete_results_before_ms), (">", b.delete_results_after_ms)):
         if bound is not None:
-            for table in ("buckets", "records"):
+            for table in RESULT_TABLES:
                 cur = w.execute(
                     f"DELETE FROM {table} WHERE job_id = ? AND timestamp_ms {op} ?",
                     (job_id, bound),
