@@ -71,16 +71,18 @@ class KubeClient:
         self._core = kubernetes.client.CoreV1Api(api_client)
         self._authn = kubernetes.client.AuthenticationV1Api(api_client)
         self._authz = kubernetes.client.AuthorizationV1Api(api_client)
+        self._leases = kubernetes.client.CoordinationV1Api(api_client)
 
     async def _call(
         self,
         fn: Callable[..., T],
         *args: Any,
         pool: ThreadPoolExecutor | None = None,
+        retry_conflicts: bool = True,
         **kwargs: Any,
     ) -> T:
         kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT_S)
-        for attempt in range(CONFLICT_RETRIES):
+        for attempt in range(CONFLICT_RETRIES if retry_conflicts else 1):
             try:
                 call = functools.partial(fn, *args, **kwargs)
                 return await asyncio.get_running_loop().run_in_executor(pool or self._pool, call)
@@ -169,6 +171,29 @@ class KubeClient:
             self._authz.create_subject_access_review, body, pool=self._reviews
         )
         return result.status is not None and bool(result.status.allowed)
+
+    async def list_leases(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        listing = await self._call(
+            self._leases.list_namespaced_lease, namespace, label_selector=selector
+        )
+        found = self._api_client.sanitize_for_serialization(listing)
+        return cast(list[dict[str, Any]], found.get("items") or [])
+
+    async def create_lease(self, namespace: str, lease: dict[str, Any]) -> dict[str, Any]:
+        """Create a Lease; a 409 (someone else created it first) is raised, not retried."""
+        made = await self._call(
+            self._leases.create_namespaced_lease, namespace, lease, retry_conflicts=False
+        )
+        return cast(dict[str, Any], self._api_client.sanitize_for_serialization(made))
+
+    async def replace_lease(self, namespace: str, lease: dict[str, Any]) -> dict[str, Any]:
+        """Replace a Lease at the resourceVersion it carries: a 409 means another replica
+        wrote it since it was read (optimistic concurrency), raised, never retried."""
+        name = lease["metadata"]["name"]
+        done = await self._call(
+            self._leases.replace_namespaced_lease, name, namespace, lease, retry_conflicts=False
+        )
+        return cast(dict[str, Any], self._api_client.sanitize_for_serialization(done))
 
     def endpoints(self) -> tuple[tuple[str, int], ...]:
         """(host, port) of the apiserver as this client reaches it, and in a cluster its

@@ -7,6 +7,7 @@ Everything that differs between a laptop, CI and a cluster is an environment var
 from __future__ import annotations
 
 import os
+import socket
 import urllib.parse
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -16,6 +17,8 @@ from mljob_operator.datafeed.destinations import DestinationPolicy
 DEFAULT_HTTP_ADDR = "127.0.0.1:8080"
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 OFF_WORDS = {"off", "false", "0", "no"}
+DEFAULT_SHARDS = 16
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,25 @@ class OperatorSettings:
     apiserver (`MLJOB_DATAFEED_ALLOW`, comma list); see `datafeed/destinations.py`."""
     datafeed_policy: DestinationPolicy = field(default_factory=DestinationPolicy)
     """Built at startup from `datafeed_allow` and the apiserver's address."""
+    replica_id: str = ""
+    """This replica's identity, the holderIdentity of the shard Leases it holds
+    (`MLJOB_REPLICA_ID`, default the host name, i.e. the pod name)."""
+    namespace: str = "default"
+    """Where the shard Leases live (`MLJOB_NAMESPACE`, default the pod's own namespace)."""
+    shards: int = 0
+    """Shards the jobs are spread over (`MLJOB_REPLICAS_SHARDS`, default 16 with the
+    PostgreSQL store; 0 or `off`: one replica runs every job, no Leases). Leased mode
+    needs the PostgreSQL store: SQLite is one process's file."""
+    lease_duration_s: float = 15.0
+    """How long a shard Lease lasts without renewal (`MLJOB_LEASE_DURATION`, seconds):
+    a replica that stops renewing loses its shards within it."""
+    advertise_addr: str = ""
+    """`host:port` other replicas forward data API calls to (`MLJOB_ADVERTISE_ADDR`,
+    default the pod IP from `MLJOB_POD_IP`, or the listen host, with the listen port)."""
+
+    @property
+    def leased(self) -> bool:
+        return self.shards > 0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> OperatorSettings:
@@ -97,7 +119,13 @@ class OperatorSettings:
             sign_in_failures_per_minute=int(values.get("MLJOB_SIGNIN_FAILURES_PER_MINUTE", "30")),
             datafeed_allow=_words(values.get("MLJOB_DATAFEED_ALLOW", "")),
             metrics_addr=_address("MLJOB_METRICS_ADDR", values.get("MLJOB_METRICS_ADDR", "")),
-            store_url=store_url(values.get("MLJOB_STORE_URL", "")),
+            store_url=(url := store_url(values.get("MLJOB_STORE_URL", ""))),
+            replica_id=values.get("MLJOB_REPLICA_ID") or socket.gethostname(),
+            namespace=values.get("MLJOB_NAMESPACE") or _own_namespace(),
+            shards=_shards(values.get("MLJOB_REPLICAS_SHARDS", ""), url),
+            lease_duration_s=float(values.get("MLJOB_LEASE_DURATION", "15")),
+            advertise_addr=values.get("MLJOB_ADVERTISE_ADDR")
+            or f"{values.get('MLJOB_POD_IP') or _advertised_host(host)}:{port}",
         )
 
     def with_datafeed_policy(self, apiserver: tuple[tuple[str, int], ...]) -> OperatorSettings:
@@ -138,6 +166,37 @@ def store_url(value: str) -> str | None:
     if not parts.path.strip("/") and not query.get("dbname"):
         raise ValueError(f"MLJOB_STORE_URL names no database; use {STORE_URL_FORMS}")
     return value
+
+
+def _shards(value: str, url: str | None) -> int:
+    value = value.strip().lower()
+    if value in OFF_WORDS:
+        return 0
+    shards = int(value) if value else DEFAULT_SHARDS
+    if url is None:
+        if value:
+            raise ValueError(
+                "MLJOB_REPLICAS_SHARDS needs the PostgreSQL store (MLJOB_STORE_URL): several"
+                " replicas cannot share a SQLite file"
+            )
+        return 0
+    if shards < 1:
+        raise ValueError(f"MLJOB_REPLICAS_SHARDS must be a positive number, got {value!r}")
+    return shards
+
+
+def _own_namespace() -> str:
+    try:
+        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or "default"
+    except OSError:
+        return "default"
+
+
+def _advertised_host(listen_host: str) -> str:
+    host = listen_host.strip("[]")
+    if host in ("0.0.0.0", "::", ""):
+        return socket.gethostname()
+    return f"[{host}]" if ":" in host else host
 
 
 def _words(value: str) -> tuple[str, ...]:
