@@ -4,7 +4,7 @@ Lifecycle commands (close, open, status) act on MLJob objects through the kubeco
 the user themselves, so their RBAC and the force-close admission policy apply exactly as
 for `kubectl patch`; they then follow `status` and show each job's housekeeping steps live
 (on stderr, so stdout stays the seed's `{"closed": true}`). Data commands (post, flush,
-results, snapshots) go to the operator's HTTP API (`--server`/`MLJOB_SERVER`) with the
+results, plot, snapshots) go to the operator's HTTP API (`--server`/`MLJOB_SERVER`) with the
 kubeconfig user's bearer token or `--token`/`MLJOB_TOKEN`. Built on click (already a
 dependency through kopf) and rich.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import ssl
 import sys
 import time
@@ -33,6 +34,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from mljob_operator import terminal_plot
 from mljob_operator.api import GROUP, PLURAL, VERSION, CloseStep, JobState, parse_duration
 from mljob_operator.state_change import (
     ALL,
@@ -531,6 +533,96 @@ def results(  # noqa: PLR0913, PLR0917 (click passes one parameter per option)
                 "yes" if b["isInterim"] else "",
             )
     Console().print(table)
+
+
+PAGE = 10_000
+ENABLE_HINT = (
+    "model plot is off for {job} (no model plot results in this range), so only its "
+    "anomalies are drawn; to see the series and its expected band: kubectl patch mljob {job} "
+    '--type merge -p \'{{"spec":{{"modelPlotConfig":{{"enabled":true}}}}}}\''
+)
+
+
+def _series_key(item: dict[str, Any]) -> tuple[str | None, str | None]:
+    return item.get("partitionFieldValue"), item.get("byFieldValue")
+
+
+def _series_name(key: tuple[str | None, str | None], first: dict[str, Any]) -> str:
+    """`host=web-1 method=GET`: the split fields' names (as a record or point names them)
+    and the series' values."""
+    names = (first.get("partitionFieldName") or "partition", first.get("byFieldName") or "by")
+    return " ".join(f"{n}={v}" for n, v in zip(names, key, strict=True) if v is not None)
+
+
+@main.command()
+@click.argument("job")
+@click.option("--start", help="From this time (epoch ms or ISO 8601).")
+@click.option("--end", help="Before this time.")
+@click.option("--partition", "partition_value", help="The partition-field value to draw.")
+@click.option("--by", "by_value", help="The by-field value to draw.")
+@click.option("--detector", type=int, default=0, show_default=True, help="Detector index.")
+@click.option("--width", type=int, help="Chart width (default: the terminal's).")
+@click.option("--height", type=int, help="Chart height (default: the terminal's).")
+@click.option("--color/--no-color", "colour", default=None, help="Default: when a terminal.")
+@click.pass_obj
+def plot(  # noqa: PLR0913, PLR0917 (click passes one parameter per option)
+    c: Ctx,
+    job: str,
+    start: str | None,
+    end: str | None,
+    partition_value: str | None,
+    by_value: str | None,
+    detector: int,
+    width: int | None,
+    height: int | None,
+    colour: bool | None,
+) -> None:
+    """Draw JOB's single-metric view: the actual series, the model's band, anomalies."""
+    window = {"start": start, "end": end, "size": PAGE, "sort": "timestamp"}
+    page = c.call(
+        "GET",
+        f"{job}/results/modelplot",
+        {**window, "partitionFieldValue": partition_value, "byFieldValue": by_value},
+    )
+    points = [p for p in page["modelPlot"] if p["detectorIndex"] == detector]
+    records = [
+        r
+        for r in c.call("GET", f"{job}/results/records", window)["records"]
+        if r["detectorIndex"] == detector
+        and (partition_value is None or r.get("partitionFieldValue") == partition_value)
+        and (by_value is None or r.get("byFieldValue") == by_value)
+    ]
+    shown = points or records
+    if not points:
+        err_console.print(ENABLE_HINT.format(job=job), highlight=False, markup=False)
+    elif page["count"] > PAGE:
+        err_console.print(f"the first {PAGE} of {page['count']} points; narrow with --start/--end")
+    keys = list(dict.fromkeys(_series_key(x) for x in shown))
+    title = f"{c.namespace}/{job} detector {detector}"
+    if keys:
+        key = keys[0]
+        first = next(x for x in shown if _series_key(x) == key)
+        name = _series_name(key, first)
+        title += f" {name}" if name else ""
+        if len(keys) > 1:
+            err_console.print(
+                f"{len(keys)} series; showing {name}; choose one with --partition/--by",
+                highlight=False,
+            )
+        points = [p for p in points if _series_key(p) == key]
+        records = [r for r in records if _series_key(r) == key]
+    cols, lines = shutil.get_terminal_size((100, 30))
+    click.echo(
+        terminal_plot.render(
+            points,
+            terminal_plot.anomalies_of(records),
+            title=title,
+            width=width or min(cols, 160),
+            height=height or max(12, min(lines - 8, 30)),
+            colour=sys.stdout.isatty() if colour is None else colour,
+        ),
+        nl=False,
+    )
 
 
 @main.command()

@@ -26,8 +26,11 @@ from mljob_operator.api.permissions import (
 )
 from mljob_operator.http.params import (
     BUCKET_SORT_NAMES,
+    INFLUENCER_SORT_NAMES,
     MAX_OFFSET,
     MAX_PAGE_SIZE,
+    MAX_SPLIT_VALUE,
+    MODEL_PLOT_SORT_NAMES,
     RECORD_SORT_NAMES,
     SNAPSHOT_SORT_NAMES,
 )
@@ -211,6 +214,50 @@ ROUTES: tuple[Route, ...] = (
             Param("recordScore", SCORE, "Only records scoring at least this."),
             Param("excludeInterim", {"type": "boolean"}, "Leave out interim records."),
             _sort(RECORD_SORT_NAMES),
+            *PAGE,
+        ),
+    ),
+    Route(
+        "GET",
+        JOB + "/results/modelplot",
+        "getModelPlot",
+        "model_plot",
+        "Model plot: per bucket and series the actual value, the model's median and its 95% "
+        "band (recorded while spec.modelPlotConfig.enabled is true).",
+        (200, shapes.ModelPlotPage),
+        READ_RESULTS,
+        "read results",
+        query=(
+            *TIME_RANGE,
+            Param("excludeInterim", {"type": "boolean"}, "Leave out interim points."),
+            Param(
+                "partitionFieldValue",
+                {"type": "string", "maxLength": MAX_SPLIT_VALUE},
+                "Only the series with this partition-field value.",
+            ),
+            Param(
+                "byFieldValue",
+                {"type": "string", "maxLength": MAX_SPLIT_VALUE},
+                "Only the series with this by-field value.",
+            ),
+            _sort(MODEL_PLOT_SORT_NAMES),
+            *PAGE,
+        ),
+    ),
+    Route(
+        "GET",
+        JOB + "/results/influencers",
+        "getInfluencers",
+        "influencers",
+        "Influencer results: each influencer value of a bucket's anomalous records.",
+        (200, shapes.InfluencerPage),
+        READ_RESULTS,
+        "read results",
+        query=(
+            *TIME_RANGE,
+            Param("influencerScore", SCORE, "Only influencers scoring at least this."),
+            Param("excludeInterim", {"type": "boolean"}, "Leave out interim results."),
+            _sort(INFLUENCER_SORT_NAMES),
             *PAGE,
         ),
     ),

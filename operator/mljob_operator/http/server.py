@@ -42,6 +42,7 @@ from mljob_operator.http.limits import IngestBudget, WaiterLimit
 from mljob_operator.http.openapi import openapi_document
 from mljob_operator.http.params import (
     BadRequest,
+    model_plot_query,
     parse_bool,
     parse_time_ms,
     parse_wait,
@@ -303,6 +304,14 @@ class DataApi:
     async def records(self, request: web.Request) -> web.Response:
         query = results_query(request.query, "recordScore")
         return answer(await self._translated(self.runtime.records(self._job(request), query)))
+
+    async def model_plot(self, request: web.Request) -> web.Response:
+        query = model_plot_query(request.query)
+        return answer(await self._translated(self.runtime.model_plot(self._job(request), query)))
+
+    async def influencers(self, request: web.Request) -> web.Response:
+        query = results_query(request.query, "influencerScore")
+        return answer(await self._translated(self.runtime.influencers(self._job(request), query)))
 
     async def stats(self, request: web.Request) -> web.Response:
         job_id = self._job(request)
