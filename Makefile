@@ -15,11 +15,13 @@ setup: system-deps venv controlplane-bin
 
 # Debian packages the tests need: lua5.4 runs the Argo CD health check (manifests/argocd/),
 # prometheus (its /usr/bin/prometheus and promtool) serves the datafeed tests, postgresql
-# (its server binaries, /usr/lib/postgresql/*/bin) the PostgreSQL store's tests.
+# (its server binaries, /usr/lib/postgresql/*/bin) the PostgreSQL store's tests, chromium
+# (/usr/bin/chromium, driven by Playwright's executable_path) the explorer page's tests.
 system-deps:
 	@missing=; command -v lua5.4 >/dev/null || missing=lua5.4; \
 	[ -x /usr/bin/prometheus ] && [ -x /usr/bin/promtool ] || missing="$$missing prometheus"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	[ -z "$$missing" ] && exit 0; \
 	if [ "$$(id -u)" -eq 0 ]; then sudo=; \
 	elif command -v sudo >/dev/null; then sudo=sudo; \
@@ -27,7 +29,8 @@ system-deps:
 		"'apt-get update && apt-get install -y$$missing'" >&2; exit 1; fi; \
 	command -v apt-get >/dev/null || { echo "$$missing missing and there is no apt-get:" \
 		"install Lua 5.4 ('lua5.4' on PATH), Prometheus (/usr/bin/prometheus) and the" \
-		"PostgreSQL server (/usr/lib/postgresql/*/bin)" >&2; exit 1; }; \
+		"PostgreSQL server (/usr/lib/postgresql/*/bin) and Chromium (/usr/bin/chromium)" >&2; \
+		exit 1; }; \
 	$$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing
 
 venv: $(STAMP)

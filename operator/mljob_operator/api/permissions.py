@@ -32,3 +32,7 @@ FORCE_CLOSE = Permission("forceclose", "create")
 VIEWER_PERMISSIONS = (READ_RESULTS, READ_SNAPSHOTS)
 EDITOR_PERMISSIONS = (*VIEWER_PERMISSIONS, POST_DATA, OPEN_CLOSE)
 ADMIN_PERMISSIONS = (*EDITOR_PERMISSIONS, FORCE_CLOSE)
+
+LIST_JOBS = Permission("", "list")
+"""`GET /v1/namespaces/{ns}/mljobs`: `list` on `mljobs` itself (no subresource, no name),
+which every user role holds through its read access to the objects."""

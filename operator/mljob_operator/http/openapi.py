@@ -56,7 +56,8 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 
 def _permission(p: Permission) -> str:
-    return f"Needs `{p.verb}` on `{PLURAL}/{p.subresource}` in API group `{GROUP}`."
+    resource = f"{PLURAL}/{p.subresource}" if p.subresource else PLURAL
+    return f"Needs `{p.verb}` on `{resource}` in API group `{GROUP}`."
 
 
 def _body(route: Route, max_body_bytes: int) -> dict[str, Any] | None:

@@ -16,8 +16,10 @@ from pydantic import BaseModel, ConfigDict
 
 from mljob_operator.api import DataCounts
 from mljob_operator.api import results as shapes
+from mljob_operator.api.listing import JobList
 from mljob_operator.api.permissions import (
     FORCE_CLOSE,
+    LIST_JOBS,
     OPEN_CLOSE,
     POST_DATA,
     READ_RESULTS,
@@ -113,6 +115,17 @@ def _sort(names: dict[str, str]) -> Param:
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/healthz", "healthz", "healthz", "Liveness.", (200, shapes.Health)),
     Route("GET", "/openapi.json", "openapi", "openapi", "This document.", (200, OpenApiDocument)),
+    Route(
+        "GET",
+        "/v1/namespaces/{namespace}/mljobs",
+        "listJobs",
+        "list_jobs",
+        "The MLJobs this operator holds in the namespace: state, last close, max score.",
+        (200, JobList),
+        LIST_JOBS,
+        "list MLJobs",
+        guarded=False,
+    ),
     Route(
         "POST",
         JOB + "/data",

@@ -12,7 +12,7 @@ results and snapshots stay readable. Close and open go through the apiserver (`d
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol, TypeVar
@@ -22,9 +22,9 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from mljob_operator import metrics
-from mljob_operator.api import JobState
+from mljob_operator.api import JobState, MLJobStatus
 from mljob_operator.api import results as shapes
-from mljob_operator.api.permissions import FORCE_CLOSE, OPEN_CLOSE, Permission
+from mljob_operator.api.permissions import FORCE_CLOSE, LIST_JOBS, OPEN_CLOSE, Permission
 from mljob_operator.engine.errors import DataFormatError, JobClosedError
 from mljob_operator.engine.job import JobNotClosedError
 from mljob_operator.engine.persistence import ActiveSnapshotError, NotFoundError, StoreError
@@ -32,12 +32,14 @@ from mljob_operator.http.auth import Authorizer, User
 from mljob_operator.http.desired import StateRequests
 from mljob_operator.http.errors import (
     Conflict,
+    Forbidden,
     JobNotOpen,
     NotFound,
     PayloadTooLarge,
     Unavailable,
     errors_as_json,
 )
+from mljob_operator.http.explorer import add_ui_routes, job_list, list_denied
 from mljob_operator.http.limits import IngestBudget, WaiterLimit
 from mljob_operator.http.openapi import openapi_document
 from mljob_operator.http.params import (
@@ -102,6 +104,9 @@ class JobDirectory(Protocol):
     def wake(self, job_id: str) -> None:
         """Tell the job's controller that something changed (data, a revert)."""
 
+    def statuses(self) -> Iterable[tuple[str, str, MLJobStatus]]:
+        """(namespace, name, status) of every job held, settled closed ones included."""
+
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -136,6 +141,7 @@ class DataApi:
             if route.guarded and route.permission is not None:
                 handler = self._guard(route.permission, route.action, handler)
             app.router.add_route(route.method, route.path, handler)
+        add_ui_routes(app)
         return app
 
     # -- plumbing ------------------------------------------------------------------
@@ -209,6 +215,13 @@ class DataApi:
 
     async def openapi(self, request: web.Request) -> web.Response:
         return web.Response(body=self._openapi, content_type="application/json")
+
+    async def list_jobs(self, request: web.Request) -> web.Response:
+        user = await self._caller(request)
+        namespace = request.match_info["namespace"]
+        if not await self.auth.allowed(user, LIST_JOBS, namespace, ""):
+            raise Forbidden(list_denied(user.username, namespace))
+        return answer(await job_list(self.runtime, self.jobs.statuses(), namespace))
 
     # -- data ------------------------------------------------------------------------
 

@@ -1,0 +1,38 @@
+"""The answer of `GET /v1/namespaces/{ns}/mljobs`: the jobs this operator knows in a
+namespace, summarised for a jobs table (the anomaly explorer page's first view).
+
+Kept apart from `api.results` because it is not a result of one job: it joins what the
+controllers last wrote (state, last close) with one figure from each job's results (its
+highest bucket score), so a viewer sees which job to open without one call per job.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from mljob_operator.api.results import Score
+from mljob_operator.api.v1alpha1 import CloseRecord, JobState
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+
+class JobSummary(_Wire):
+    """One MLJob as the operator knows it."""
+
+    name: str = Field(description="The MLJob's name.")
+    state: JobState | None = Field(description="The status.state the operator last wrote.")
+    closed: bool = Field(description="status.closed.")
+    last_close: CloseRecord | None = Field(description="status.lastClose, if it ever closed.")
+    max_anomaly_score: Score | None = Field(
+        description="The highest bucket anomaly score of its results (interim included); "
+        "null without results."
+    )
+    bucket_count: int = Field(ge=0, description="Bucket results stored.")
+
+
+class JobList(_Wire):
+    count: int = Field(ge=0, description="Jobs listed.")
+    jobs: list[JobSummary] = Field(description="By name.")

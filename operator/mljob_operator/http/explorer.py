@@ -1,0 +1,100 @@
+"""The anomaly explorer page (`GET /ui/`) and the jobs listing it starts from.
+
+The page is static (HTML, one script, one stylesheet, all in the package under `http/ui/`;
+no CDN) and loads without a token. Every data call it makes goes to this same API with the
+user's bearer token, so it shows exactly what the TokenReview and SubjectAccessReview of
+each route allow. The page keeps that token in sessionStorage, so it is served with a
+strict Content-Security-Policy (script and style from this origin only, nothing inline):
+a job name, label or error text the page shows can never run as script beside the token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from importlib import resources
+
+from aiohttp import web
+
+from mljob_operator.api import GROUP, PLURAL, MLJobStatus
+from mljob_operator.api.listing import JobList, JobSummary
+from mljob_operator.api.results import BucketPage
+from mljob_operator.engine.persistence import NotFoundError, ResultsQuery
+from mljob_operator.runtime import JobRuntime
+
+ASSETS = {
+    "index.html": "text/html",
+    "app.js": "text/javascript",
+    "app.css": "text/css",
+}
+HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
+    "img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+TOP_BUCKET = ResultsQuery(sort="anomaly_score", desc=True, size=1)
+
+
+def _asset(name: str) -> bytes:
+    return resources.files("mljob_operator.http").joinpath("ui", name).read_bytes()
+
+
+def add_ui_routes(app: web.Application) -> None:
+    """`/ui/` (the page) and its two assets; `/ui` redirects so relative links resolve."""
+    bodies = {name: _asset(name) for name in ASSETS}
+
+    def serve(name: str) -> web.Response:
+        return web.Response(
+            body=bodies[name], content_type=ASSETS[name], charset="utf-8", headers=HEADERS
+        )
+
+    async def page(_: web.Request) -> web.Response:
+        return serve("index.html")
+
+    async def asset(request: web.Request) -> web.Response:
+        name = request.match_info["asset"]
+        if name not in bodies:
+            raise web.HTTPNotFound(text=f"no such asset: {name[:80]}")
+        return serve(name)
+
+    async def to_page(_: web.Request) -> web.Response:
+        raise web.HTTPPermanentRedirect("/ui/")
+
+    app.router.add_get("/ui", to_page)
+    app.router.add_get("/ui/", page)
+    app.router.add_get("/ui/{asset}", asset)
+
+
+def list_denied(username: str, namespace: str) -> str:
+    return (
+        f'{username} cannot list MLJobs: needs "list" on "{PLURAL}" in API group '
+        f'"{GROUP}" in namespace {namespace}'
+    )
+
+
+async def job_list(
+    runtime: JobRuntime, statuses: Iterable[tuple[str, str, MLJobStatus]], namespace: str
+) -> JobList:
+    """The jobs of `namespace` this operator holds (controllers and settled closed jobs),
+    each with its highest bucket score from the store."""
+    jobs = []
+    for ns, name, status in sorted(statuses, key=lambda s: s[1]):
+        if ns != namespace:
+            continue
+        try:
+            page = await runtime.buckets(f"{ns}/{name}", TOP_BUCKET)
+        except NotFoundError:
+            page = BucketPage(count=0, buckets=[])
+        jobs.append(
+            JobSummary(
+                name=name,
+                state=status.state,
+                closed=status.closed,
+                last_close=status.last_close,
+                max_anomaly_score=page.buckets[0].anomaly_score if page.buckets else None,
+                bucket_count=page.count,
+            )
+        )
+    return JobList(count=len(jobs), jobs=jobs)

@@ -1,0 +1,130 @@
+"""The explorer page's server side in-process: the static page without a token and with
+its Content-Security-Policy, and `GET /v1/namespaces/{ns}/mljobs` (its `list` check, the
+jobs of one namespace only, the max score from the store). The page itself runs in a real
+Chromium in tests/e2e/test_explorer_ui.py."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from mljob_operator.api import CloseRecord, JobState, MLJobStatus
+from mljob_operator.http.auth import Authorizer
+from mljob_operator.http.desired import StateRequests
+from mljob_operator.http.openapi import openapi_document
+from mljob_operator.http.server import DataApi
+from mljob_operator.runtime import JobRuntime
+from mljob_operator.store import open_store
+from tests.unit.test_http_server import NoJobs
+from tests.unit.test_runtime import SPEC, data
+
+LISTERS = {"viewer"}
+
+
+class Reviews:
+    async def review_token(self, token: str) -> dict[str, Any]:
+        if token in {"viewer", "stranger"}:
+            return {"authenticated": True, "user": {"username": token}}
+        return {"authenticated": False}
+
+    async def review_access(self, spec: dict[str, Any]) -> bool:
+        attrs = spec["resourceAttributes"]
+        assert (attrs["verb"], attrs["subresource"], attrs["name"]) == ("list", "", "")
+        return bool(spec["user"] in LISTERS)
+
+
+class Jobs:
+    def __init__(self, statuses: list[tuple[str, str, MLJobStatus]]) -> None:
+        self.held = statuses
+
+    def exists(self, namespace: str, name: str) -> bool:
+        return any((ns, n) == (namespace, name) for ns, n, _ in self.held)
+
+    def state(self, namespace: str, name: str) -> str | None:
+        return None
+
+    def fed_by_datafeed(self, namespace: str, name: str) -> bool:
+        return False
+
+    def wake(self, job_id: str) -> None:
+        pass
+
+    def statuses(self) -> Iterator[tuple[str, str, MLJobStatus]]:
+        yield from self.held
+
+
+CLOSED = MLJobStatus(
+    state=JobState.CLOSED,
+    closed=True,
+    last_close=CloseRecord(completed_at="2026-01-01T00:00:00Z", snapshot_id="s1"),
+)
+
+
+def test_page_loads_without_a_token_and_list_is_guarded(tmp_path: Path) -> None:
+    async def main() -> None:
+        runtime = JobRuntime(open_store(tmp_path))
+        await runtime.load("ns/busy", SPEC, accepting=True)
+        await runtime.post_data("ns/busy", data(30))
+        held = [
+            ("ns", "busy", MLJobStatus(state=JobState.OPENED)),
+            ("ns", "archived", CLOSED),
+            ("other", "hidden", CLOSED),
+        ]
+        api = DataApi(
+            runtime, Authorizer(Reviews()), StateRequests(NoJobs()), Jobs(held), max_body_bytes=1024
+        )
+        async with TestClient(TestServer(api.app())) as client:
+            page = await client.get("/ui/")
+            assert page.status == 200
+            assert page.content_type == "text/html"
+            assert "script-src 'self'" in page.headers["Content-Security-Policy"]
+            assert '<script src="app.js"' in await page.text()
+            script = await client.get("/ui/app.js")
+            assert (script.status, script.content_type) == (200, "text/javascript")
+            assert "Authorization" in await script.text()
+            assert (await client.get("/ui/app.css")).content_type == "text/css"
+            assert (await client.get("/ui/../server.py")).status == 404
+            assert (await client.get("/ui/nope.js")).status == 404
+            moved = await client.get("/ui", allow_redirects=False)
+            assert (moved.status, moved.headers["Location"]) == (308, "/ui/")
+
+            jobs = "/v1/namespaces/ns/mljobs"
+            assert (await client.get(jobs)).status == 401
+            denied = await client.get(jobs, headers={"Authorization": "Bearer stranger"})
+            assert denied.status == 403
+            message = (await denied.json())["error"]["message"]
+            assert message == (
+                'stranger cannot list MLJobs: needs "list" on "mljobs" in API group '
+                '"ml.mljob.dev" in namespace ns'
+            )
+            listed = await client.get(jobs, headers={"Authorization": "Bearer viewer"})
+            assert listed.status == 200
+            body = await listed.json()
+        runtime.close()
+        assert body["count"] == 2
+        archived, busy = body["jobs"]
+        assert (archived["name"], archived["state"], archived["closed"]) == (
+            "archived",
+            "closed",
+            True,
+        )
+        assert archived["lastClose"]["snapshotId"] == "s1"
+        assert (archived["maxAnomalyScore"], archived["bucketCount"]) == (None, 0)
+        assert (busy["name"], busy["state"], busy["closed"]) == ("busy", "opened", False)
+        assert busy["bucketCount"] > 0
+        assert 0 <= busy["maxAnomalyScore"] <= 100
+
+    asyncio.run(asyncio.wait_for(main(), timeout=30))
+
+
+def test_the_listing_is_in_the_openapi_document() -> None:
+    op = openapi_document(1024)["paths"]["/v1/namespaces/{namespace}/mljobs"]["get"]
+    assert op["operationId"] == "listJobs"
+    assert "Needs `list` on `mljobs` in API group" in op["description"]
+    assert op["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/JobList"
+    }
