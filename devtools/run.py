@@ -60,6 +60,9 @@ def run_demo(cp: ControlPlane, op: OperatorProcess, token: str) -> None:
     say(f"applying manifests/samples/{JOB}.yaml into namespace {NAMESPACE}")
     cp.kubectl("apply", "-n", NAMESPACE, "-f", str(REPO_ROOT / "manifests/samples/event-rate.yaml"))
     wait_status(cp, "state", "opened")
+    say("turning the model plot on (spec.modelPlotConfig.enabled), for the explorer's band")
+    plot = '{"spec":{"modelPlotConfig":{"enabled":true}}}'
+    cp.kubectl("patch", "mljob", JOB, "-n", NAMESPACE, "--type=merge", "-p", plot)
     say("job opened; posting a day of events (with a burst at 15:00) to the data API")
     body = demo_events()
     code, counts = op.request(
@@ -117,6 +120,7 @@ def main() -> int:
         op.start()
         try:
             token = service_account_token(cp, NAMESPACE, "demo-admin", "mljob-admin")
+            service_account_token(cp, NAMESPACE, "demo-viewer", "mljob-viewer")
             run_demo(cp, op, token)
             print(
                 "\nEverything keeps running. In another shell, paste:\n"
@@ -129,6 +133,9 @@ def main() -> int:
                 f"  mljob -n {NAMESPACE} status; mljob -n {NAMESPACE} results {JOB} --desc"
                 " --sort anomalyScore --size 5\n"
                 f"  kubectl get mlj -n {NAMESPACE}; kubectl describe mlj {JOB} -n {NAMESPACE}\n"
+                f"The anomaly explorer: open {op.url}/ui/#ns={NAMESPACE}&job={JOB} (accept the "
+                "self-signed certificate) and sign in with the token of\n"
+                f"  kubectl create token demo-viewer -n {NAMESPACE}\n"
                 "Ctrl-C stops it all.",
                 flush=True,
             )

@@ -69,9 +69,10 @@ def sign_in(page: Page, token: str, namespace: str) -> None:
 
 
 def demo_job(cp: ControlPlane, ns: str, op: OperatorProcess) -> None:
-    """make run's demo: a day of events with a burst at 15:00, then closed."""
+    """make run's demo (a day of events with a burst at 15:00, then closed), with the
+    model plot on."""
     editor = service_account_token(cp, ns, "pipeline", "mljob-editor")
-    cp.kubectl("apply", "-n", ns, "-f", "-", input=mljob(JOB))
+    cp.kubectl("apply", "-n", ns, "-f", "-", input=mljob(JOB, modelPlotConfig={"enabled": True}))
     wait_state(cp, ns, JOB, "opened")
     code, counts = op.request(
         "POST", f"/v1/namespaces/{ns}/mljobs/{JOB}/data", demo_events(), token=editor
@@ -115,6 +116,8 @@ def shows_the_burst(page: Page) -> None:
     assert score >= 75, found
     assert BURST_MS <= when < BURST_MS + 15 * 60_000, (when, BURST_MS)
     assert page.locator("#chart polyline.actual").count() == 1
+    expect(page.locator("#chart polygon.band")).to_be_attached()
+    expect(page.locator("#legend")).to_contain_text("expected (model bounds)")
     critical = page.locator("#swimlane rect.cell.sev-critical").first
     expect(critical).to_be_attached()
     assert abs(int(critical.get_attribute("data-time") or 0) - BURST_MS) <= 30 * 60_000
@@ -165,6 +168,12 @@ def test_explorer_shows_the_burst_to_a_viewer_and_refuses_strangers(
     shows_the_burst(page)
     assert page.evaluate("sessionStorage.getItem('mljob.token')") == viewer
     screenshot(page, "explorer-single-metric-view.png")
+    lane = page.locator("#swimlane").bounding_box()
+    assert lane is not None
+    page.screenshot(  # the README's picture: the chart and the swimlane
+        path=str(ARTIFACTS / "explorer-readme.png"),
+        clip={"x": 0, "y": 0, "width": lane["x"] + lane["width"] + 16, "height": lane["y"] + 76},
+    )
     zooms(page)
     assert not problems, problems
     context.close()

@@ -268,7 +268,7 @@ function zoomTo(lo, hi) {
 // ---- the single-metric chart --------------------------------------------------------
 const W = 960;
 const H = 320;
-const M = { left: 56, right: 16, top: 14, bottom: 28 };
+const M = { left: 56, right: 24, top: 14, bottom: 28 };
 
 function scales(lo, hi, ymin, ymax) {
   const pad = (ymax - ymin) * 0.08 || 1;
@@ -498,6 +498,10 @@ function fillRecords(lo, hi) {
 
 function fillSnapshots(snapshots, active) {
   const tbody = $("snapshots-table").tBodies[0];
+  if (!snapshots.length) {
+    tbody.replaceChildren(row(["none yet: closing the job persists its model"]));
+    return;
+  }
   tbody.replaceChildren(...snapshots.map((s) => row([
     s.snapshotId + (s.snapshotId === active ? " (active)" : ""), utc(s.timestamp), s.description,
     utc(s.latestRecordTimeStamp), `${(s.sizeBytes / 1024).toFixed(1)} KiB`, s.retain ? "yes" : "no",
