@@ -250,3 +250,36 @@ def test_retention_and_deletion_take_model_plot_and_influencers(
     assert min(m.timestamp for m in plot) == latest - 86_400_000
     store.delete_job("r")
     assert _counts(store, "r") == [0, 0, 0, 0]
+
+
+def test_any_split_value_is_stored_and_matched(store: Store, clock: FakeClock) -> None:
+    """NUL (which PostgreSQL text cannot hold) and non-ASCII values round-trip and filter;
+    influencer values sort in byte order on both stores."""
+    hosts = ("a\x00b", "ünï", "a", "Z")
+    cfg = JobConfig(
+        detectors=(DetectorConfig("count", partition_field_name="host"),),
+        influencers=("host",),
+        bucket_span_s=SPAN,
+        background_persist_interval_s=None,
+        model_plot_enabled=True,
+    )
+    job = Job.open(store, "nul", cfg, clock=clock)
+    records = [
+        {"time": T0 + b * SPAN + i, "host": h}
+        for b in range(30)
+        for i in range(3 if b != 25 else 40)
+        for h in hosts
+    ]
+    job.post_data(ndjson(records))
+    job.finalize_results("end")
+    _, rows = store.query_model_plot("nul", ALL)
+    assert {m.partition_field_value for m in rows} == set(hosts)
+    for h in hosts:
+        count, only = store.query_model_plot("nul", ModelPlotQuery(partition_field_value=h))
+        assert count == 30
+        assert {m.partition_field_value for m in only} == {h}
+    at = (T0 + 25 * SPAN) * 1000
+    _, found = store.query_influencers(
+        "nul", ResultsQuery(start_ms=at, end_ms=at + 1, sort="influencer_field_value")
+    )
+    assert [i.influencer_field_value for i in found] == sorted(hosts, key=str.encode)

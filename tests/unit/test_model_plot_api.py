@@ -77,6 +77,7 @@ def test_model_plot_query() -> None:
     [
         ({"sort": "anomalyScore"}, "cannot sort by 'anomalyScore'"),
         ({"partitionFieldValue": "x" * (MAX_SPLIT_VALUE + 1)}, "partitionFieldValue"),
+        ({"byFieldValue": "a\x00b"}, "byFieldValue must not contain NUL"),
         ({"size": "10001"}, "size"),
         ({"start": "2000", "end": "1000"}, "end must not be before start"),
     ],

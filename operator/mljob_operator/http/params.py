@@ -169,9 +169,13 @@ def results_query(params: Mapping[str, str], score_param: str) -> ResultsQuery:
 
 
 def _split_value(params: Mapping[str, str], name: str) -> str | None:
+    """A partition or by value to match; NUL is refused (no stored value holds one, and
+    PostgreSQL text cannot)."""
     value = params.get(name)
     if value is not None and len(value) > MAX_SPLIT_VALUE:
         raise BadRequest(f"{name} must be at most {MAX_SPLIT_VALUE} characters")
+    if value is not None and "\x00" in value:
+        raise BadRequest(f"{name} must not contain NUL characters")
     return value
 
 

@@ -142,10 +142,10 @@ MIGRATIONS: tuple[str, ...] = (
         timestamp_ms BIGINT NOT NULL,
         bucket_span BIGINT NOT NULL,
         detector_index INTEGER NOT NULL,
-        partition_field_name TEXT COLLATE "C",
-        partition_field_value TEXT COLLATE "C",
-        by_field_name TEXT COLLATE "C",
-        by_field_value TEXT COLLATE "C",
+        partition_field_name BYTEA,
+        partition_field_value BYTEA,
+        by_field_name BYTEA,
+        by_field_value BYTEA,
         actual DOUBLE PRECISION NOT NULL,
         model_median DOUBLE PRECISION NOT NULL,
         model_lower DOUBLE PRECISION NOT NULL,
@@ -158,8 +158,8 @@ MIGRATIONS: tuple[str, ...] = (
         job_id TEXT COLLATE "C" NOT NULL,
         timestamp_ms BIGINT NOT NULL,
         bucket_span BIGINT NOT NULL,
-        field_name TEXT COLLATE "C" NOT NULL,
-        field_value TEXT COLLATE "C" NOT NULL,
+        field_name BYTEA NOT NULL,
+        field_value BYTEA NOT NULL,
         probability DOUBLE PRECISION NOT NULL,
         raw_score DOUBLE PRECISION NOT NULL,
         influencer_score DOUBLE PRECISION NOT NULL,
@@ -173,6 +173,11 @@ MIGRATIONS: tuple[str, ...] = (
 
 MIGRATION_LOCK = 0x6D6C6A6F62  # pg_advisory_xact_lock key: "mljob"
 WAL_PAGE = 32
+PLOT_TEXT = (3, 4, 5, 6)
+INFLUENCER_TEXT = (2, 3)
+"""Positions in MODEL_PLOT_COLS and INFLUENCER_COLS of the field names and values, kept
+as UTF-8 bytea: a value may hold NUL, which PostgreSQL text cannot, and bytea
+compares in byte order as SQLite does."""
 """WAL entries fetched per round trip on replay (a body may be up to the API's limit)."""
 
 _RECORD_COLS = (
@@ -386,8 +391,8 @@ class PostgresStore:
         split = q if isinstance(q, ModelPlotQuery) else ModelPlotQuery()
         for cond, value in (
             (f"{score} >= %s", q.min_score),
-            ("partition_field_value = %s", split.partition_field_value),
-            ("by_field_value = %s", split.by_field_value),
+            ("partition_field_value = %s", _bytes(split.partition_field_value)),
+            ("by_field_value = %s", _bytes(split.by_field_value)),
         ):
             if value is not None:
                 where.append(cond)
@@ -434,7 +439,7 @@ class PostgresStore:
             job_id,
             query or ModelPlotQuery(),
         )
-        return count, [model_plot(r) for r in rows]
+        return count, [model_plot(_texts(r, PLOT_TEXT, 0)) for r in rows]
 
     def query_influencers(
         self, job_id: str, query: ResultsQuery | None = None
@@ -447,7 +452,7 @@ class PostgresStore:
             job_id,
             query or ResultsQuery(),
         )
-        return count, [influencer(r) for r in rows]
+        return count, [influencer(_texts(r, INFLUENCER_TEXT, 0)) for r in rows]
 
     def latest_bucket_ms(self, job_id: str) -> int | None:
         row = self._one("SELECT MAX(timestamp_ms) FROM buckets WHERE job_id = %s", (job_id,))
@@ -470,6 +475,24 @@ def describe(url: str) -> str:
         raise StoreError(f"MLJOB_STORE_URL is not a valid PostgreSQL URL: {err}") from None
     shown = {k: params[k] for k in ("user", "host", "port", "dbname") if params.get(k)}
     return " ".join(f"{k}={v}" for k, v in shown.items()) or "(libpq defaults)"
+
+
+def _bytes(value: str | None) -> bytes | None:
+    return None if value is None else value.encode()
+
+
+def _texts(row: tuple[Any, ...], positions: tuple[int, ...], offset: int) -> tuple[Any, ...]:
+    """`row` with the columns at `positions` (each + `offset`: 1 for a row to write, which
+    starts with job_id) as bytes if they are str (to write), as str if bytes (as read)."""
+    out = list(row)
+    for i in positions:
+        j = i + offset
+        v = out[j]
+        if isinstance(v, str):
+            out[j] = v.encode()
+        elif v is not None:
+            out[j] = bytes(v).decode()
+    return tuple(out)
 
 
 def _direction(desc: bool) -> str:
@@ -576,11 +599,11 @@ def _write_plot_and_influencers(cur: psycopg.Cursor[Any], job_id: str, b: WriteB
     if b.model_plot:
         with cur.copy(f"COPY model_plot (job_id, {MODEL_PLOT_COLS}) FROM STDIN") as copy:
             for m in b.model_plot:
-                copy.write_row(model_plot_row(job_id, m))
+                copy.write_row(_texts(model_plot_row(job_id, m), PLOT_TEXT, 1))
     if b.influencers:
         with cur.copy(f"COPY influencers (job_id, {INFLUENCER_COLS}) FROM STDIN") as copy:
             for i in b.influencers:
-                copy.write_row(influencer_row(job_id, i))
+                copy.write_row(_texts(influencer_row(job_id, i), INFLUENCER_TEXT, 1))
 
 
 def _rescore(conn: psycopg.Connection[Any], job_id: str, b: WriteBatch) -> None:
