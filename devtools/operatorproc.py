@@ -25,12 +25,15 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from devtools.controlplane import REPO_ROOT, ControlPlane
 from devtools.processes import free_port
 
 OPERATOR_USER = "system:serviceaccount:mljob-system:mljob-operator"
 OPERATOR_GROUPS = ("system:serviceaccounts", "system:serviceaccounts:mljob-system")
 INSTALL_FILES = ("manifests/crd", "manifests/rbac/operator.yaml")
+LEASE_RBAC = REPO_ROOT / "manifests" / "rbac" / "leases.yaml"
 USER_ROLES = REPO_ROOT / "manifests" / "rbac" / "user-roles.yaml"
 TEST_ADMIN_SA = "mljob-test-admin"
 
@@ -93,6 +96,32 @@ def service_account_token(
     return token.strip()
 
 
+def grant_leases(cp: ControlPlane, namespace: str) -> None:
+    """The Lease Role of manifests/rbac/leases.yaml in `namespace` (where a test's replicas
+    keep their Leases), bound to the operator's ServiceAccount."""
+    items = list(yaml.safe_load_all(LEASE_RBAC.read_text()))
+    for item in items:
+        item["metadata"]["namespace"] = namespace
+    listing = {"apiVersion": "v1", "kind": "List", "items": items}
+    cp.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(listing))
+    user = OPERATOR_USER
+    deadline = time.monotonic() + 30
+    while True:
+        can = cp.kubectl(
+            "auth",
+            "can-i",
+            "update",
+            "leases.coordination.k8s.io",
+            "-n",
+            namespace,
+            f"--as={user}",
+            check=False,
+        )
+        if can.stdout.strip() == "yes" or time.monotonic() > deadline:
+            return
+        time.sleep(0.1)
+
+
 class OperatorProcess:
     def __init__(self, cp: ControlPlane, data_dir: Path, log_path: Path) -> None:
         self.cp = cp
@@ -134,6 +163,11 @@ class OperatorProcess:
             **env,
         }
         self.tls = full_env.get("MLJOB_TLS", "on") != "off"
+        leased = full_env.get("MLJOB_REPLICAS_SHARDS", "").lower() not in ("0", "off")
+        if namespace and full_env.get("MLJOB_STORE_URL") and leased:
+            # leased mode: the test's namespace holds the Leases, each process its own id
+            grant_leases(self.cp, full_env.setdefault("MLJOB_NAMESPACE", namespace))
+            full_env.setdefault("MLJOB_REPLICA_ID", f"operator-{self.port}")
         if namespace and self.token is None:
             self.token = service_account_token(self.cp, namespace, TEST_ADMIN_SA, "mljob-admin")
         with self.log_path.open("ab") as log:

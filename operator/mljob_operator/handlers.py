@@ -4,6 +4,12 @@ Handlers only parse, delegate and report; decisions live in `lifecycle`, actions
 `controller`, engine access in `runtime`. kopf's own bookkeeping (finalizer and progress
 annotations) is moved under our API group instead of kopf's default domain; its diff-base
 annotation is not kept at all (`NoDiffBase`).
+
+In leased mode (several replicas on the PostgreSQL store, `shard_leases`) every replica
+runs a daemon per job, but it runs the job's controller only while this replica holds
+the job's shard; on losing it the controller stops without writing (its status writes
+and store commits are fenced too), and a replica gaining it opens the job from the store
+as after a restart.
 """
 
 from __future__ import annotations
@@ -29,16 +35,21 @@ from mljob_operator.http.desired import StateRequests
 from mljob_operator.http.limits import IngestBudget, SignInFailures, WaiterLimit
 from mljob_operator.http.server import ApiLimits, DataApi, start_server
 from mljob_operator.http.tls import ReloadingContext, generated_pair
-from mljob_operator.kube import KubeClient, KubeError
+from mljob_operator.kube import JobGone, KubeClient, KubeError
 from mljob_operator.lifecycle import settled_closed
 from mljob_operator.runtime import JobRuntime
 from mljob_operator.settings import OperatorSettings
-from mljob_operator.store import open_store
+from mljob_operator.shard_leases import HolderOnlyStatus, Replica, ShardLeases
+from mljob_operator.store import Store, open_store
+from mljob_operator.store.fencing import FencedPostgresStore, ShardFence
 from mljob_operator.watch_tolerance import install as tolerate_forbidden_watch
 
 log = logging.getLogger(__name__)
 
 SETTLED_RECHECK_S = 0.02
+SHARD_WAIT_S = 1.0
+"""How often a daemon of a job whose shard another replica holds looks again (a change
+of the shards held wakes it at once)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +77,9 @@ class Registry:
     settled: dict[str, SettledJob] = field(default_factory=dict)
     http: web.AppRunner | None = None
     metrics_http: web.AppRunner | None = None
+    leases: ShardLeases | None = None
+    """Leased mode only: the shards this replica holds."""
+    fence: ShardFence | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def statuses(self) -> Iterator[tuple[str, str, MLJobStatus]]:
@@ -105,14 +119,35 @@ class Registry:
             await self.forget(key)
             current = None
         if current is None:
+            status_client: KubeClient | HolderOnlyStatus = self.kube
+            if self.leases is not None and uid is not None:
+                status_client = HolderOnlyStatus(self.kube, lambda: self.holds(uid))
+                if self.fence is not None:
+                    self.fence.assign(key, self.leases.shard(uid))
             current = JobController(
-                namespace, name, self.runtime, self.kube, self.settings, uid=uid
+                namespace, name, self.runtime, status_client, self.settings, uid=uid
             )
             record = self.settled.pop(key, None)
             if record is not None:
                 current.latest_scores = record.latest_scores
             self.controllers[key] = current
         return current
+
+    def holds(self, uid: str | None) -> bool:
+        """Whether this replica runs the job of this uid (always, unless leased)."""
+        return self.leases is None or self.leases.holds(uid)
+
+    async def shards_changed(self, timeout_s: float) -> None:
+        if self.leases is not None:
+            await self.leases.changed(timeout_s)
+        else:
+            await asyncio.sleep(timeout_s)
+
+    async def drop(self, key: str) -> None:
+        """The job's shard was lost: forget its controller and in-memory engine without
+        writing anything (the new holder reopens it from the store)."""
+        self.controllers.pop(key, None)
+        await self.runtime.release(key)
 
     async def forget(self, key: str) -> None:
         """Drop a controller and its in-memory engine (the store keeps the job's data)."""
@@ -176,6 +211,8 @@ class Registry:
         namespace, name = key.split("/", 1)
         try:
             body = await self.kube.get_job(namespace, name)
+            if not self.holds(body["metadata"].get("uid")):
+                return
             controller = await self.controller(namespace, name, body["metadata"].get("uid"))
             await controller.upkeep(body)
             await self.settle(controller)
@@ -237,8 +274,17 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     op = OperatorSettings.from_env()
     kube = KubeClient()
     op = op.with_datafeed_policy(kube.endpoints())
-    runtime = JobRuntime(open_store(op.data_dir, op.store_url))
-    registry = Registry(runtime=runtime, kube=kube, settings=op)
+    fence = ShardFence() if op.leased else None
+    store: Store
+    if fence is not None and op.store_url is not None:
+        store = FencedPostgresStore(op.store_url, fence)
+    else:
+        store = open_store(op.data_dir, op.store_url)
+    runtime = JobRuntime(store)
+    registry = Registry(runtime=runtime, kube=kube, settings=op, fence=fence)
+    if isinstance(store, FencedPostgresStore) and fence is not None:
+        registry.leases = _shard_leases(op, kube, store, fence)
+        registry.leases.start()
 
     api = DataApi(
         registry.runtime,
@@ -267,11 +313,25 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     memo["registry"] = registry
 
 
+def _shard_leases(
+    op: OperatorSettings, kube: KubeClient, store: FencedPostgresStore, fence: ShardFence
+) -> ShardLeases:
+    async def take_epoch(shard: int) -> int:
+        return await asyncio.to_thread(store.take_shard, shard, op.replica_id)
+
+    replica = Replica(
+        op.namespace, op.replica_id, op.shards, op.advertise_addr, op.lease_duration_s
+    )
+    return ShardLeases(kube, replica, take_epoch=take_epoch, on_lost=fence.drop)
+
+
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     registry: Registry | None = memo.get("registry")
     if registry is None:
         return
+    if registry.leases is not None:
+        await registry.leases.stop()
     for server in (registry.http, registry.metrics_http):
         if server is not None:
             await server.cleanup()
@@ -295,16 +355,29 @@ async def reconcile(
     **_: Any,
 ) -> None:
     registry: Registry = memo["registry"]
-    controller = await registry.controller(namespace or "", name, body.metadata.uid)
+    uid = body.metadata.uid
 
     def live_body() -> Mapping[str, Any]:
         return body
 
-    await controller.run(live_body, lambda: bool(stopped), _emitter(body))
-    if controller.gone:
-        await registry.forget(controller.id)
-    elif settled_closed(body):
-        await registry.settle(controller)
+    def stop_running() -> bool:
+        return bool(stopped) or not registry.holds(uid)
+
+    while not stopped:
+        if not registry.holds(uid):
+            await registry.shards_changed(SHARD_WAIT_S)
+            continue
+        controller = await registry.controller(namespace or "", name, uid)
+        await controller.run(live_body, stop_running, _emitter(body))
+        if not stopped and not registry.holds(uid):
+            log.info("%s: shard lost; stopped here, another replica takes the job", controller.id)
+            await registry.drop(controller.id)
+            continue
+        if controller.gone:
+            await registry.forget(controller.id)
+        elif settled_closed(body):
+            await registry.settle(controller)
+        return
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
@@ -329,6 +402,12 @@ async def changed(
 @kopf.on.delete(GROUP, VERSION, PLURAL)
 async def delete(body: kopf.Body, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
     registry: Registry = memo["registry"]
+    while not registry.holds(body.metadata.uid):
+        try:  # the holder closes it and removes the finalizer; return only once it did
+            await registry.kube.get_job(namespace or "", name)
+        except JobGone:
+            return
+        await registry.shards_changed(SHARD_WAIT_S)
     controller = await registry.controller(namespace or "", name, body.metadata.uid)
 
     def live_body() -> Mapping[str, Any]:

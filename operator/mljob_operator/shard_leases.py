@@ -20,13 +20,13 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from mljob_operator.api import GROUP
-from mljob_operator.kube import KubeError
+from mljob_operator.kube import KubeClient, KubeError
 from mljob_operator.shards import (
     RENEW_FRACTION,
     LeaseSeen,
@@ -292,3 +292,24 @@ class ShardLeases:
 
     async def _renew_membership(self) -> None:
         await self._put(member_lease_name(self.me), self.me)
+
+
+class ShardLost(KubeError):
+    """A status write for a job whose shard this replica no longer holds: not sent."""
+
+
+class HolderOnlyStatus:
+    """A job's Kubernetes client in leased mode: its status is written only while this
+    replica holds the job's shard (by its own clock, checked before each write), and
+    Secrets/ConfigMaps for its datafeed are read as usual."""
+
+    def __init__(self, kube: KubeClient, holds: Callable[[], bool]) -> None:
+        self.kube, self.holds = kube, holds
+
+    async def replace_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        if not self.holds():
+            raise ShardLost(409, f"{namespace}/{name}: shard not held here any more")
+        await self.kube.replace_status(namespace, name, status)
+
+    async def read_data(self, kind: str, namespace: str, name: str) -> Mapping[str, bytes]:
+        return await self.kube.read_data(kind, namespace, name)

@@ -1,0 +1,252 @@
+"""Several real operator processes on one PostgreSQL store and the real apiserver (leased
+mode): the shards spread over the replicas; a SIGKILLed replica's jobs are taken over
+within the lease duration and end with the same results as jobs that never moved; a
+replica paused (SIGSTOP) past its Lease writes nothing for the shards it lost."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from devtools.controlplane import ControlPlane
+from devtools.operatorproc import OperatorProcess
+from devtools.postgres import PostgresCluster
+from mljob_operator.shards import shard_of
+from mljob_operator.store.postgres import PostgresStore
+from tests.e2e.jobs import api_get, event_series, get, mljob, ndjson, post, wait_for, wait_state
+
+SHARDS = 16
+LEASE_S = 15
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PostgresCluster]:
+    with PostgresCluster() as pg:
+        yield pg
+
+
+def _leases(cp: ControlPlane, ns: str) -> dict[str, dict[str, Any]]:
+    out = cp.kubectl("get", "leases", "-n", ns, "-l", "ml.mljob.dev/lease", "-o", "json")
+    return {i["metadata"]["name"]: i for i in json.loads(out.stdout)["items"]}
+
+
+def _shard_holders(cp: ControlPlane, ns: str) -> dict[int, str | None]:
+    return {
+        int(name.removeprefix("mljob-shard-")): lease["spec"].get("holderIdentity")
+        for name, lease in _leases(cp, ns).items()
+        if name.startswith("mljob-shard-")
+    }
+
+
+def _replica_id(op: OperatorProcess) -> str:
+    return f"operator-{op.port}"
+
+
+def _holder(
+    cp: ControlPlane, ns: str, name: str, ops: list[OperatorProcess]
+) -> OperatorProcess | None:
+    uid = get(cp, ns, name)["metadata"]["uid"]
+    holder = _shard_holders(cp, ns).get(shard_of(uid, SHARDS))
+    return next((op for op in ops if _replica_id(op) == holder), None)
+
+
+def _results(op: OperatorProcess, ns: str, name: str) -> tuple[Any, Any]:
+    buckets = api_get(op, ns, name, "results/buckets?size=1000")["buckets"]
+    records = api_get(op, ns, name, "results/records?size=1000")["records"]
+    return buckets, records
+
+
+def _comparable(results: tuple[Any, Any]) -> tuple[Any, Any]:
+    buckets, records = results
+    return (
+        [(b["timestamp"], b["anomalyScore"], b["eventCount"], b["isInterim"]) for b in buckets],
+        [(r["timestamp"], r["recordScore"], r["actual"], r["typical"]) for r in records],
+    )
+
+
+def _spread(cp: ControlPlane, ns: str, replicas: int) -> Counter[str | None]:
+    def balanced() -> Counter[str | None] | None:
+        counts = Counter(_shard_holders(cp, ns).values())
+        share = -(-SHARDS // replicas)
+        fair = (
+            sum(counts.values()) == SHARDS
+            and None not in counts
+            and len(counts) == replicas
+            and max(counts.values()) <= share
+        )
+        return counts if fair else None
+
+    return wait_for(balanced, f"{SHARDS} shards spread over {replicas} replicas", timeout=60)
+
+
+def _post_at_holder(
+    cp: ControlPlane, ns: str, name: str, ops: list[OperatorProcess], body: bytes
+) -> OperatorProcess:
+    """Post to the replica holding the job, retrying while the job is moving."""
+
+    def attempt() -> OperatorProcess | None:
+        op = _holder(cp, ns, name, ops)
+        if op is None:
+            return None
+        code, payload = post(op, ns, name, body, timeout=30)
+        if code == 202:
+            return op
+        assert code in (409, 404, 503), (code, payload)
+        return None
+
+    return wait_for(attempt, f"{ns}/{name} taking data at its holder", timeout=90)
+
+
+def _close_all(cp: ControlPlane, ns: str, names: list[str]) -> None:
+    for name in names:
+        cp.kubectl(
+            "patch", "mljob", name, "-n", ns, "--type=merge", "-p", '{"spec":{"state":"closed"}}'
+        )
+    for name in names:
+        cp.kubectl("wait", "-n", ns, "--for=condition=Closed", f"mljob/{name}", "--timeout=90s")
+
+
+def _run_twins(
+    cp: ControlPlane,
+    ns: str,
+    names: list[str],
+    ops: list[OperatorProcess],
+    bodies: tuple[bytes, ...],
+) -> None:
+    """The same data into jobs that never move (`twin-<name>`), then every job closed."""
+    for name in names:
+        cp.kubectl("apply", "-n", ns, "-f", "-", input=mljob(f"twin-{name}"))
+    for name in names:
+        wait_state(cp, ns, f"twin-{name}", "opened")
+        for body in bodies:
+            _post_at_holder(cp, ns, f"twin-{name}", ops, body)
+    _close_all(cp, ns, names + [f"twin-{n}" for n in names])
+
+
+def test_shards_spread_and_a_killed_replica_is_taken_over_with_identical_results(
+    control_plane: ControlPlane,
+    namespace: str,
+    operator_factory: Callable[..., OperatorProcess],
+    postgres: PostgresCluster,
+) -> None:
+    cp, ns = control_plane, namespace
+    url = postgres.url(postgres.create_database("replicas"))
+    ops = [operator_factory(MLJOB_STORE_URL=url) for _ in range(3)]
+    _spread(cp, ns, 3)  # at most ceil(16 / 3) = 6 each
+
+    records = event_series(240, spike_at=200)
+    first, second = ndjson(records[: len(records) // 2]), ndjson(records[len(records) // 2 :])
+    names = [f"job-{i}" for i in range(9)]
+    for name in names:
+        cp.kubectl("apply", "-n", ns, "-f", "-", input=mljob(name))
+    for name in names:
+        wait_state(cp, ns, name, "opened")
+    holders = {name: _post_at_holder(cp, ns, name, ops, first) for name in names}
+
+    victim = Counter(holders.values()).most_common(1)[0][0]
+    moved = [name for name, op in holders.items() if op is victim]
+    survivors = [op for op in ops if op is not victim]
+    victim.kill()
+    killed_at = time.monotonic()
+    for name in moved:
+        new = _post_at_holder(cp, ns, name, survivors, second)
+        assert new is not victim
+    takeover_s = time.monotonic() - killed_at
+    print(f"takeover of {len(moved)} jobs after SIGKILL: {takeover_s:.1f}s")
+    assert takeover_s < 2 * LEASE_S, takeover_s
+    for name in names:
+        if name not in moved:
+            _post_at_holder(cp, ns, name, survivors, second)
+    _spread(cp, ns, 2)
+
+    _run_twins(cp, ns, names, survivors, (first, second))
+    reader = survivors[0]
+    for name in names:
+        moved_results = _comparable(_results(reader, ns, name))
+        assert moved_results == _comparable(_results(reader, ns, f"twin-{name}")), name
+        snapshots = api_get(reader, ns, name, "modelsnapshots")["modelSnapshots"]
+        assert len(snapshots) >= 1
+        assert sum(b[2] for b in moved_results[0]) == len(records)
+
+
+def test_a_paused_replica_writes_nothing_for_the_shards_it_lost(
+    control_plane: ControlPlane,
+    namespace: str,
+    operator_factory: Callable[..., OperatorProcess],
+    postgres: PostgresCluster,
+) -> None:
+    cp, ns = control_plane, namespace
+    url = postgres.url(postgres.create_database("fencing"))
+    slow = {"MLJOB_STORE_URL": url, "MLJOB_FAULT_STEP_DELAY": "4"}
+    ops = [operator_factory(**slow) for _ in range(2)]
+    _spread(cp, ns, 2)
+    records = event_series(120, spike_at=100)
+    names = [f"job-{i}" for i in range(10)]
+    for name in names:
+        cp.kubectl("apply", "-n", ns, "-f", "-", input=mljob(name))
+    for name in names:
+        wait_state(cp, ns, name, "opened")
+    holders = {name: _post_at_holder(cp, ns, name, ops, ndjson(records)) for name in names}
+    paused = ops[0]
+    mine = [name for name, op in holders.items() if op is paused]
+    assert len(mine) >= 2, holders
+    other = ops[1]
+    *closing, fed = mine
+
+    # a close in flight on the replica about to pause (each step waits 4 s first)
+    for name in closing:
+        cp.kubectl(
+            "patch", "mljob", name, "-n", ns, "--type=merge", "-p", '{"spec":{"state":"closed"}}'
+        )
+    wait_for(lambda: get(cp, ns, closing[0]).get("status", {}).get("state") == "closing", "closing")
+    late: dict[str, tuple[int, Any]] = {}
+
+    def late_post() -> None:  # sent while paused, answered (if at all) after SIGCONT
+        body = ndjson(event_series(5, start=records[-1]["time"] + 3600))
+        late["post"] = post(paused, ns, fed, body, timeout=120)
+
+    assert paused.proc is not None
+    paused.proc.send_signal(signal.SIGSTOP)
+    stopped_at = time.monotonic()
+    poster = threading.Thread(target=late_post)
+    poster.start()
+    try:
+        wait_for(
+            lambda: set(_shard_holders(cp, ns).values()) == {_replica_id(other)},
+            "every shard held by the running replica",
+            timeout=3 * LEASE_S,
+        )
+        for name in closing:
+            cp.kubectl(
+                "wait", "-n", ns, "--for=condition=Closed", f"mljob/{name}", "--timeout=120s"
+            )
+        closed = {name: get(cp, ns, name) for name in closing}
+    finally:
+        paused.proc.send_signal(signal.SIGCONT)
+    print(f"paused {time.monotonic() - stopped_at:.1f}s")
+    poster.join(timeout=120)
+    time.sleep(LEASE_S / 3 + 2)  # the resumed replica's loop ticks; its engine threads finish
+
+    for name, before in closed.items():
+        after = get(cp, ns, name)
+        assert after["status"] == before["status"], f"{name}: status rewritten after SIGCONT"
+        assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    store = PostgresStore(url)
+    try:
+        for name in closing:
+            snapshots = store.all_snapshots(f"{ns}/{name}")
+            assert [s.snapshot_id for s in snapshots] == [
+                closed[name]["status"]["modelSnapshotId"]
+            ], name
+        assert [e.kind for e in store.wal_entries(f"{ns}/{fed}", 0)] == ["data"]
+    finally:
+        store.close()
+    code, answer = late["post"]
+    assert code in (409, 503), ("a replica that lost the job's shard took data", code, answer)
