@@ -245,13 +245,14 @@ ROUTES: tuple[Route, ...] = (
             Param("excludeInterim", {"type": "boolean"}, "Leave out interim points."),
             Param(
                 "partitionFieldValue",
-                {"type": "string", "maxLength": MAX_SPLIT_VALUE},
-                "Only the series with this partition-field value.",
+                {"type": "string"},
+                f"Only the series with this partition-field value (at most {MAX_SPLIT_VALUE} "
+                "characters).",
             ),
             Param(
                 "byFieldValue",
-                {"type": "string", "maxLength": MAX_SPLIT_VALUE},
-                "Only the series with this by-field value.",
+                {"type": "string"},
+                f"Only the series with this by-field value (at most {MAX_SPLIT_VALUE} characters).",
             ),
             _sort(MODEL_PLOT_SORT_NAMES),
             *PAGE,
