@@ -1,12 +1,12 @@
 """The explorer page's server side in-process: the static page without a token and with
 its Content-Security-Policy, and `GET /v1/namespaces/{ns}/mljobs` (its `list` check, the
-jobs of one namespace only, the max score from the store). The page itself runs in a real
+namespace's MLJobs this operator reconciles with their status, the max score from the
+store). The page itself runs in a real
 Chromium in tests/e2e/test_explorer_ui.py."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +38,13 @@ class Reviews:
 
 
 class Jobs:
-    def __init__(self, statuses: list[tuple[str, str, MLJobStatus]]) -> None:
-        self.held = statuses
+    """The operator's job directory: which jobs it reconciles."""
+
+    def __init__(self, known: set[str]) -> None:
+        self.known = known
 
     def exists(self, namespace: str, name: str) -> bool:
-        return any((ns, n) == (namespace, name) for ns, n, _ in self.held)
+        return f"{namespace}/{name}" in self.known
 
     def state(self, namespace: str, name: str) -> str | None:
         return None
@@ -53,8 +55,15 @@ class Jobs:
     def wake(self, job_id: str) -> None:
         pass
 
-    def statuses(self) -> Iterator[tuple[str, str, MLJobStatus]]:
-        yield from self.held
+
+class Apiserver(NoJobs):
+    """MLJob objects as the apiserver lists them."""
+
+    def __init__(self, objects: dict[str, list[dict[str, Any]]]) -> None:
+        self.objects = objects
+
+    async def list_jobs(self, namespace: str) -> list[dict[str, Any]]:
+        return self.objects.get(namespace, [])
 
 
 CLOSED = MLJobStatus(
@@ -64,18 +73,33 @@ CLOSED = MLJobStatus(
 )
 
 
+def mljob(name: str, status: MLJobStatus | None) -> dict[str, Any]:
+    return {"metadata": {"name": name}, "status": status and status.to_json_dict()}
+
+
 def test_page_loads_without_a_token_and_list_is_guarded(tmp_path: Path) -> None:
     async def main() -> None:
         runtime = JobRuntime(open_store(tmp_path))
         await runtime.load("ns/busy", SPEC, accepting=True)
         await runtime.post_data("ns/busy", data(30))
-        held = [
-            ("ns", "busy", MLJobStatus(state=JobState.OPENED)),
-            ("ns", "archived", CLOSED),
-            ("other", "hidden", CLOSED),
-        ]
+        apiserver = Apiserver(
+            {
+                "ns": [
+                    mljob("busy", MLJobStatus(state=JobState.OPENED)),
+                    mljob("archived", CLOSED),
+                    mljob("elsewhere", CLOSED),  # reconciled by another operator
+                    mljob("new", None),
+                ],
+                "other": [mljob("hidden", CLOSED)],
+            }
+        )
+        known = {"ns/busy", "ns/archived", "ns/new", "other/hidden"}
         api = DataApi(
-            runtime, Authorizer(Reviews()), StateRequests(NoJobs()), Jobs(held), max_body_bytes=1024
+            runtime,
+            Authorizer(Reviews()),
+            StateRequests(apiserver),
+            Jobs(known),
+            max_body_bytes=1024,
         )
         async with TestClient(TestServer(api.app())) as client:
             page = await client.get("/ui/")
@@ -105,8 +129,9 @@ def test_page_loads_without_a_token_and_list_is_guarded(tmp_path: Path) -> None:
             assert listed.status == 200
             body = await listed.json()
         runtime.close()
-        assert body["count"] == 2
-        archived, busy = body["jobs"]
+        assert body["count"] == 3
+        archived, busy, new = body["jobs"]
+        assert (new["name"], new["state"], new["maxAnomalyScore"]) == ("new", None, None)
         assert (archived["name"], archived["state"], archived["closed"]) == (
             "archived",
             "closed",

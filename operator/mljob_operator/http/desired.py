@@ -58,12 +58,15 @@ class StateRequests:
     ) -> None:
         self.kube, self.poll_s, self.clock, self.statuses = kube, poll_s, clock, statuses
 
-    async def names(self, namespace: str) -> list[str]:
+    async def listed(self, namespace: str) -> list[dict[str, Any]]:
+        """The MLJob objects of the namespace, as the apiserver has them (status included)."""
         try:
-            jobs = await self.kube.list_jobs(namespace)
+            return await self.kube.list_jobs(namespace)
         except KubeError as err:
             raise Unavailable(f"cannot list MLJobs in {namespace}: {err.message}") from err
-        return [str(j["metadata"]["name"]) for j in jobs]
+
+    async def names(self, namespace: str) -> list[str]:
+        return [str(j["metadata"]["name"]) for j in await self.listed(namespace)]
 
     async def apply(
         self,

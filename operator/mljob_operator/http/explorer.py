@@ -10,10 +10,13 @@ a job name, label or error text the page shows can never run as script beside th
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+from collections.abc import Iterable, Mapping
 from importlib import resources
+from typing import Any
 
 from aiohttp import web
+from pydantic import ValidationError
 
 from mljob_operator.api import GROUP, PLURAL, MLJobStatus
 from mljob_operator.api.listing import JobList, JobSummary
@@ -75,26 +78,37 @@ def list_denied(username: str, namespace: str) -> str:
 
 
 async def job_list(
-    runtime: JobRuntime, statuses: Iterable[tuple[str, str, MLJobStatus]], namespace: str
+    runtime: JobRuntime, listed: Iterable[Mapping[str, Any]], namespace: str
 ) -> JobList:
-    """The jobs of `namespace` this operator holds (controllers and settled closed jobs),
-    each with its highest bucket score from the store."""
-    jobs = []
-    for ns, name, status in sorted(statuses, key=lambda s: s[1]):
-        if ns != namespace:
-            continue
-        try:
-            page = await runtime.buckets(f"{ns}/{name}", TOP_BUCKET)
-        except NotFoundError:
-            page = BucketPage(count=0, buckets=[])
-        jobs.append(
-            JobSummary(
-                name=name,
-                state=status.state,
-                closed=status.closed,
-                last_close=status.last_close,
-                max_anomaly_score=page.buckets[0].anomaly_score if page.buckets else None,
-                bucket_count=page.count,
-            )
+    """The MLJobs of `namespace` as the apiserver lists them (so every replica answers the
+    same, whichever shards it holds), each with its highest bucket score from the store
+    (read side by side)."""
+    held = sorted((_name_and_status(body) for body in listed), key=lambda job: job[0])
+    tops = await asyncio.gather(*(_top_bucket(runtime, f"{namespace}/{name}") for name, _ in held))
+    jobs = [
+        JobSummary(
+            name=name,
+            state=status.state,
+            closed=status.closed,
+            last_close=status.last_close,
+            max_anomaly_score=top.buckets[0].anomaly_score if top.buckets else None,
+            bucket_count=top.count,
         )
+        for (name, status), top in zip(held, tops, strict=True)
+    ]
     return JobList(count=len(jobs), jobs=jobs)
+
+
+def _name_and_status(body: Mapping[str, Any]) -> tuple[str, MLJobStatus]:
+    name = str(body["metadata"]["name"])
+    try:
+        return name, MLJobStatus.model_validate(body.get("status") or {})
+    except ValidationError:  # not written by this operator's version: no state to show
+        return name, MLJobStatus()
+
+
+async def _top_bucket(runtime: JobRuntime, job_id: str) -> BucketPage:
+    try:
+        return await runtime.buckets(job_id, TOP_BUCKET)
+    except NotFoundError:  # not in the store yet (opening)
+        return BucketPage(count=0, buckets=[])

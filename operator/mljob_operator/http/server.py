@@ -12,7 +12,7 @@ results and snapshots stay readable. Close and open go through the apiserver (`d
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol, TypeVar
@@ -22,7 +22,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from mljob_operator import metrics
-from mljob_operator.api import JobState, MLJobStatus
+from mljob_operator.api import JobState
 from mljob_operator.api import results as shapes
 from mljob_operator.api.permissions import FORCE_CLOSE, LIST_JOBS, OPEN_CLOSE, Permission
 from mljob_operator.engine.errors import DataFormatError, JobClosedError
@@ -103,9 +103,6 @@ class JobDirectory(Protocol):
 
     def wake(self, job_id: str) -> None:
         """Tell the job's controller that something changed (data, a revert)."""
-
-    def statuses(self) -> Iterable[tuple[str, str, MLJobStatus]]:
-        """(namespace, name, status) of every job held, settled closed ones included."""
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -221,7 +218,12 @@ class DataApi:
         namespace = request.match_info["namespace"]
         if not await self.auth.allowed(user, LIST_JOBS, namespace, ""):
             raise Forbidden(list_denied(user.username, namespace))
-        return answer(await job_list(self.runtime, self.jobs.statuses(), namespace))
+        listed = [
+            job
+            for job in await self.desired.listed(namespace)
+            if self.jobs.exists(namespace, str(job["metadata"]["name"]))
+        ]
+        return answer(await job_list(self.runtime, listed, namespace))
 
     # -- data ------------------------------------------------------------------------
 

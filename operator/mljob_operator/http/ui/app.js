@@ -187,11 +187,13 @@ async function optional(promise) {
 async function showJob(ns, job) {
   $("job-name").textContent = job;
   const read = `read the results of ${ns}/${job}`;
+  // The newest page of each (a job with more keeps its older results out of the chart).
+  const newest = `sort=timestamp&desc=true&size=${PAGE}`;
   const [stats, buckets, records, plot, snapshots] = await Promise.all([
     api(jobPath(ns, job, "stats"), `read the stats of ${ns}/${job}`),
-    api(jobPath(ns, job, `results/buckets?sort=timestamp&size=${PAGE}`), read),
-    api(jobPath(ns, job, `results/records?sort=timestamp&size=${PAGE}`), read),
-    optional(api(jobPath(ns, job, `results/modelplot?size=${PAGE}`), read)),
+    api(jobPath(ns, job, `results/buckets?${newest}`), read),
+    api(jobPath(ns, job, `results/records?${newest}`), read),
+    optional(api(jobPath(ns, job, `results/modelplot?${newest}`), read)),
     api(jobPath(ns, job, "modelsnapshots?sort=timestamp&desc=true&size=100"),
       `list the model snapshots of ${ns}/${job}`),
   ]);
@@ -205,7 +207,11 @@ async function showJob(ns, job) {
   const sameJob = view.data && view.ns === ns && view.job === job;
   view.ns = ns;
   view.job = job;
-  view.data = { buckets: buckets.buckets, records: records.records, modelPlot };
+  view.data = {
+    buckets: buckets.buckets.reverse(),
+    records: records.records.reverse(),
+    modelPlot: modelPlot.reverse(),
+  };
   if (!sameJob) {
     view.zoom = null;
     view.zoomStack = [];
@@ -538,6 +544,7 @@ $("zoom-out").addEventListener("click", () => {
   view.zoom = view.zoomStack.pop() || null;
   draw();
 });
+$("refresh").addEventListener("click", render);
 $("zoom-reset").addEventListener("click", () => {
   view.zoom = null;
   view.zoomStack = [];
