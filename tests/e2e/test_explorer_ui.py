@@ -11,6 +11,7 @@ look at; the test prints its path.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import threading
 from collections.abc import Iterator
@@ -26,7 +27,7 @@ from devtools.operatorproc import OperatorProcess, service_account_token
 from devtools.processes import free_port
 from devtools.run import DAY_START, demo_events
 from mljob_operator.http.explorer import add_ui_routes
-from tests.e2e.jobs import mljob, wait_state
+from tests.e2e.jobs import mljob, wait_for, wait_state
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -43,6 +44,7 @@ ARTIFACTS = (
     Path(os.environ.get("MLJOB_CACHE_DIR", Path.home() / ".cache" / "mljob-operator")) / "artifacts"
 )
 JOB = "event-rate"
+LIVE = "live"
 BURST_MS = (DAY_START + 15 * 3600) * 1000
 """The demo's burst: ten minutes from 15:00 with twelve times the usual rate."""
 
@@ -68,10 +70,9 @@ def sign_in(page: Page, token: str, namespace: str) -> None:
     page.click("#sign-in-form button[type=submit]")
 
 
-def demo_job(cp: ControlPlane, ns: str, op: OperatorProcess) -> None:
+def demo_job(cp: ControlPlane, ns: str, op: OperatorProcess, editor: str) -> None:
     """make run's demo (a day of events with a burst at 15:00, then closed), with the
     model plot on."""
-    editor = service_account_token(cp, ns, "pipeline", "mljob-editor")
     cp.kubectl("apply", "-n", ns, "-f", "-", input=mljob(JOB, modelPlotConfig={"enabled": True}))
     wait_state(cp, ns, JOB, "opened")
     code, counts = op.request(
@@ -80,6 +81,48 @@ def demo_job(cp: ControlPlane, ns: str, op: OperatorProcess) -> None:
     assert code == 202, counts
     cp.kubectl("patch", "mljob", JOB, "-n", ns, "--type=merge", "-p", '{"spec":{"state":"closed"}}')
     wait_state(cp, ns, JOB, "closed", timeout=120)
+
+
+def live_job(cp: ControlPlane, ns: str, op: OperatorProcess, editor: str) -> None:
+    """An open job fed the demo's day up to the middle of the burst, with interim results
+    for the bucket in progress."""
+    cutoff = DAY_START + 15 * 3600 + 7 * 60
+    lines = [line for line in demo_events().split(b"\n") if json.loads(line)["time"] < cutoff]
+    cp.kubectl("apply", "-n", ns, "-f", "-", input=mljob(LIVE))
+    wait_state(cp, ns, LIVE, "opened")
+    code, counts = op.request(
+        "POST", f"/v1/namespaces/{ns}/mljobs/{LIVE}/data", b"\n".join(lines), token=editor
+    )
+    assert code == 202, counts
+    code, flushed = op.request(
+        "POST", f"/v1/namespaces/{ns}/mljobs/{LIVE}/flush?calcInterim=true", token=editor
+    )
+    assert code == 200, flushed
+
+
+def lister_token(cp: ControlPlane, ns: str) -> str:
+    """A ServiceAccount that may list MLJobs in the namespace and nothing more."""
+    user = f"system:serviceaccount:{ns}:lister"
+    cp.kubectl("create", "serviceaccount", "lister", "-n", ns)
+    cp.kubectl(
+        "create", "role", "lister", "--verb=list", "--resource=mljobs.ml.mljob.dev", "-n", ns
+    )
+    cp.kubectl(
+        "create",
+        "rolebinding",
+        "lister",
+        "--role=lister",
+        f"--serviceaccount={ns}:lister",
+        "-n",
+        ns,
+    )
+
+    def allowed() -> bool:
+        can = cp.kubectl("auth", "can-i", "list", "mljobs.ml.mljob.dev", "-n", ns, f"--as={user}")
+        return can.stdout.strip() == "yes"
+
+    wait_for(allowed, "RBAC to see the lister's binding")
+    return cp.kubectl("create", "token", "lister", "-n", ns).stdout.strip()
 
 
 def refuses_bad_tokens(page: Page, ns: str, stranger: str) -> None:
@@ -96,7 +139,21 @@ def refuses_bad_tokens(page: Page, ns: str, stranger: str) -> None:
     expect(message).to_contain_text(f"system:serviceaccount:{ns}:stranger cannot list MLJobs")
     page.click("#sign-out")
     expect(page.locator("#sign-in")).to_be_visible()
+    expect(message).to_contain_text("Signed out")
     assert page.evaluate("sessionStorage.getItem('mljob.token')") is None
+
+
+def lists_but_may_not_read(page: Page, ns: str, lister: str) -> None:
+    """RBAC decides per call: a token that may list the jobs but not read their results
+    sees the list, then a message naming what it may not do."""
+    sign_in(page, lister, ns)
+    page.locator(f"#jobs-table tr[data-job='{JOB}'] a").click()
+    message = page.locator("#message")
+    expect(message).to_contain_text("You may not")
+    expect(message).to_contain_text(f"system:serviceaccount:{ns}:lister cannot")
+    expect(message).to_contain_text('on "mljobs/')
+    page.click("#sign-out")
+    expect(page.locator("#sign-in")).to_be_visible()
 
 
 def shows_the_burst(page: Page) -> None:
@@ -123,6 +180,19 @@ def shows_the_burst(page: Page) -> None:
     assert abs(int(critical.get_attribute("data-time") or 0) - BURST_MS) <= 30 * 60_000
     expect(page.locator("#records-table tbody tr").first).to_contain_text("15:")
     expect(page.locator("#snapshots-table tbody tr").first).to_contain_text("(active)")
+
+
+def shows_interim_results(page: Page, ns: str) -> None:
+    """The open job, in the middle of its burst: its bucket in progress is interim."""
+    page.goto(page.url.split("#")[0] + f"#ns={ns}")
+    expect(page.locator(f"#jobs-table tr[data-job='{LIVE}']")).to_contain_text("opened")
+    page.locator(f"#jobs-table tr[data-job='{LIVE}'] a").click()
+    expect(page.locator("#job-name")).to_have_text(LIVE)
+    expect(page.locator("#chart rect.interim-zone")).to_have_count(1)
+    zone = int(page.locator("#chart rect.interim-zone").get_attribute("data-time") or 0)
+    assert zone == BURST_MS + 5 * 60_000, zone
+    expect(page.locator("#swimlane rect.cell.interim").first).to_be_attached()
+    screenshot(page, "explorer-live-interim.png")
 
 
 def zooms(page: Page) -> None:
@@ -153,9 +223,12 @@ def test_explorer_shows_the_burst_to_a_viewer_and_refuses_strangers(
     control_plane: ControlPlane, namespace: str, operator: OperatorProcess, browser: Browser
 ) -> None:
     cp, ns, op = control_plane, namespace, operator
-    demo_job(cp, ns, op)
+    editor = service_account_token(cp, ns, "pipeline", "mljob-editor")
+    demo_job(cp, ns, op, editor)
+    live_job(cp, ns, op, editor)
     viewer = service_account_token(cp, ns, "dashboard", "mljob-viewer")
     stranger = service_account_token(cp, ns, "stranger", None)
+    lister = lister_token(cp, ns)
     context = browser.new_context(ignore_https_errors=True, viewport={"width": 1200, "height": 900})
     page = context.new_page()
     problems: list[str] = []
@@ -164,6 +237,7 @@ def test_explorer_shows_the_burst_to_a_viewer_and_refuses_strangers(
 
     page.goto(f"{op.url}/ui/")
     refuses_bad_tokens(page, ns, stranger)
+    lists_but_may_not_read(page, ns, lister)
     sign_in(page, viewer, ns)
     shows_the_burst(page)
     assert page.evaluate("sessionStorage.getItem('mljob.token')") == viewer
@@ -175,6 +249,7 @@ def test_explorer_shows_the_burst_to_a_viewer_and_refuses_strangers(
         clip={"x": 0, "y": 0, "width": lane["x"] + lane["width"] + 16, "height": lane["y"] + 76},
     )
     zooms(page)
+    shows_interim_results(page, ns)
     assert not problems, problems
     context.close()
 

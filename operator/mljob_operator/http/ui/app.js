@@ -11,7 +11,7 @@ const PAGE = 10000; // the API's largest page
 const $ = (id) => document.getElementById(id);
 
 // ---- state ------------------------------------------------------------------------
-const view = { ns: "", job: "", data: null, series: "", zoom: null, zoomStack: [] };
+const view = { ns: "", job: "", data: null, series: "", zoom: null, zoomStack: [], notice: "" };
 
 function route() {
   const p = new URLSearchParams(location.hash.slice(1));
@@ -136,7 +136,8 @@ function show() {
 
 async function render() {
   const { signedIn, ns, job } = show();
-  say("");
+  say(view.notice, "info");
+  view.notice = "";
   if (!signedIn) return;
   if (!ns) {
     say("Choose a namespace.", "info");
@@ -505,7 +506,9 @@ function fillRecords(lo, hi) {
 function fillSnapshots(snapshots, active) {
   const tbody = $("snapshots-table").tBodies[0];
   if (!snapshots.length) {
-    tbody.replaceChildren(row(["none yet: closing the job persists its model"]));
+    const none = row(["none yet: closing the job persists its model"]);
+    none.firstChild.setAttribute("colspan", "6");
+    tbody.replaceChildren(none);
     return;
   }
   tbody.replaceChildren(...snapshots.map((s) => row([
@@ -527,10 +530,13 @@ $("sign-in-form").addEventListener("submit", (ev) => {
   if (location.hash === before) render();
 });
 $("sign-out").addEventListener("click", () => {
+  // Back to the namespace: the next token may not read this job.
   sessionStorage.removeItem(TOKEN_KEY);
   view.data = null;
-  render();
-  say("Signed out: the token is forgotten.", "info");
+  view.notice = "Signed out: the token is forgotten.";
+  const { ns, job } = route();
+  if (job) go(ns, "");
+  else render();
 });
 $("namespace-form").addEventListener("submit", (ev) => {
   ev.preventDefault();
