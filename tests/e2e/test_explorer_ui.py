@@ -313,7 +313,19 @@ def canned(n: int = 48, spike: int = 36) -> dict[str, object]:
             "influencers": [],
         }
     )
-    return {"plot": plot, "records": records, "buckets": buckets}
+    influencers = [
+        {
+            "timestamp": T0 + spike * SPAN_S * 1000,
+            "influencerFieldName": "host",
+            "influencerFieldValue": value,
+            "influencerScore": score,
+            "initialInfluencerScore": score,
+            "probability": 1e-6,
+            "isInterim": False,
+        }
+        for value, score in (("b", 88.0), ("c", 12.0))
+    ]
+    return {"plot": plot, "records": records, "buckets": buckets, "influencers": influencers}
 
 
 @contextmanager
@@ -345,6 +357,7 @@ def stub_api(data: dict[str, object]) -> Iterator[str]:
         job + "/results/buckets": {"count": 48, "buckets": data["buckets"]},
         job + "/results/records": {"count": 1, "records": data["records"]},
         job + "/results/modelplot": {"count": 96, "modelPlot": data["plot"]},
+        job + "/results/influencers": {"count": 2, "influencers": data["influencers"]},
         job + "/modelsnapshots": {"count": 0, "modelSnapshots": []},
     }
 
@@ -399,6 +412,10 @@ def test_model_plot_band_series_and_interim_buckets(browser: Browser) -> None:
         assert lanes == ["overall", "a", "b"]
         assert page.locator("#swimlane rect.cell.interim").count() >= 1
 
+        assert page.locator("#influencers-table tbody tr").all_inner_texts()[0].split("\t")[:2] == [
+            "host",
+            "b",
+        ]
         page.select_option("#series", "b")
         marker = page.locator("#chart circle.marker.sev-critical")
         expect(marker).to_have_count(1)

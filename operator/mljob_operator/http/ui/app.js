@@ -190,11 +190,12 @@ async function showJob(ns, job) {
   const read = `read the results of ${ns}/${job}`;
   // The newest page of each (a job with more keeps its older results out of the chart).
   const newest = `sort=timestamp&desc=true&size=${PAGE}`;
-  const [stats, buckets, records, plot, snapshots] = await Promise.all([
+  const [stats, buckets, records, plot, influencers, snapshots] = await Promise.all([
     api(jobPath(ns, job, "stats"), `read the stats of ${ns}/${job}`),
     api(jobPath(ns, job, `results/buckets?${newest}`), read),
     api(jobPath(ns, job, `results/records?${newest}`), read),
     optional(api(jobPath(ns, job, `results/modelplot?${newest}`), read)),
+    optional(api(jobPath(ns, job, `results/influencers?${newest}`), read)),
     api(jobPath(ns, job, "modelsnapshots?sort=timestamp&desc=true&size=100"),
       `list the model snapshots of ${ns}/${job}`),
   ]);
@@ -212,6 +213,7 @@ async function showJob(ns, job) {
     buckets: buckets.buckets.reverse(),
     records: records.records.reverse(),
     modelPlot: modelPlot.reverse(),
+    influencers: ((influencers && influencers.influencers) || []).reverse(),
   };
   if (!sameJob) {
     view.zoom = null;
@@ -402,6 +404,7 @@ function draw() {
   $("zoom-out").disabled = !view.zoomStack.length;
   drawSwimlane(s.lo, s.hi);
   fillRecords(s.lo, s.hi);
+  fillInfluencers(s.lo, s.hi);
 }
 
 function brush(svg, sc) {
@@ -499,6 +502,31 @@ function fillRecords(lo, hi) {
       splitOf(r), r.actual.map((v) => +v.toFixed(3)).join(", "),
       r.typical.map((v) => +v.toFixed(3)).join(", "), r.isInterim ? "interim" : ""]);
     if (r.isInterim) tr.className = "interim";
+    return tr;
+  }));
+}
+
+function fillInfluencers(lo, hi) {
+  // The values that most influenced the anomalies of the range, by their best score.
+  const best = new Map();
+  for (const i of view.data.influencers) {
+    if (i.timestamp < lo || i.timestamp >= hi) continue;
+    const key = `${i.influencerFieldName}\u0000${i.influencerFieldValue}`;
+    const seen = best.get(key);
+    if (!seen || i.influencerScore > seen.influencerScore) best.set(key, i);
+  }
+  const top = [...best.values()].sort((a, b) => b.influencerScore - a.influencerScore).slice(0, 20);
+  const tbody = $("influencers-table").tBodies[0];
+  if (!top.length) {
+    const none = row(["none in range (influencers come from spec.analysisConfig.influencers)"]);
+    none.firstChild.setAttribute("colspan", "4");
+    tbody.replaceChildren(none);
+    return;
+  }
+  tbody.replaceChildren(...top.map((i) => {
+    const tr = row([i.influencerFieldName, i.influencerFieldValue, scoreBadge(i.influencerScore),
+      utc(i.timestamp) + (i.isInterim ? " (interim)" : "")]);
+    tr.dataset.value = i.influencerFieldValue;
     return tr;
   }));
 }
