@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -109,3 +111,19 @@ def test_one_extreme_anomaly_in_a_short_history_scores_high() -> None:
     scale = norm.scale()
     assert scale.score_one(20.0) == 100.0
     assert scale.score_one(0.2) == 0.0
+
+
+def test_a_repeated_extreme_bucket_is_discounted_the_first_is_not() -> None:
+    norm = Normaliser(window_ms=30 * 86_400_000, bucket_span_ms=300_000)
+    for b in range(200):
+        norm.observe(b * 300_000, np.array([0.2]))
+    assert norm.discounted(40.0) == 40.0
+    assert norm.discounted(1.0) == 1.0
+    firsts = []
+    for k in range(5):
+        firsts.append(norm.discounted(40.0))
+        norm.observe((200 + k) * 300_000, np.array([40.0]))
+    assert firsts[0] == 40.0
+    assert all(a > b for a, b in itertools.pairwise(firsts))
+    assert norm.discounted(80.0) == 80.0  # bigger than anything seen: news again
+    assert norm.discounted(0.5) == 0.5  # noise is left alone

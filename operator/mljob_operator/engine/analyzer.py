@@ -469,7 +469,9 @@ class Analyzer:
                 p, raw, typical, _ = d.model.score(idx, x, t_ms // 1000)
                 raws.append(raw)
                 hot.append((d, agg, idx, x, p, raw, typical))
-            top = float(max((r.max() for r in raws if len(r)), default=0.0))
+            top = self.bucket_norm.discounted(
+                float(max((r.max() for r in raws if len(r)), default=0.0))
+            )
             score = bscale.score_one(top)
             out.buckets.append(
                 BucketResult(
@@ -553,9 +555,11 @@ class Analyzer:
                 hot.append((d, agg, idx, x, p, raw, typical))
         every = np.concatenate(raws) if raws else np.zeros(0, dtype=np.float64)
         top = float(every.max()) if len(every) else 0.0
+        discounted = self.bucket_norm.discounted(top)
         self.bucket_norm.observe(t_ms, np.array([top]))
         self.record_norm.observe(t_ms, every)
         bscale, rscale = self.bucket_norm.scale(), self.record_norm.scale()
+        top = discounted
         score = bscale.score_one(top)
         out.buckets.append(
             BucketResult(t_ms, self.config.bucket_span_s, score, score, top, False, events)
