@@ -17,6 +17,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -261,7 +262,7 @@ T0 = BURST_MS - 30 * 300_000
 SPAN_S = 300
 
 
-def canned(n: int = 48, spike: int = 36) -> dict[str, object]:
+def canned(n: int = 48, spike: int = 36) -> dict[str, list[dict[str, Any]]]:
     """Two series (by-field values a and b) with a model plot; b spikes at bucket `spike`;
     the last two buckets are interim."""
     plot, records, buckets = [], [], []
@@ -274,6 +275,7 @@ def canned(n: int = 48, spike: int = 36) -> dict[str, object]:
                 {
                     "timestamp": t,
                     "bucketSpan": SPAN_S,
+                    "detectorIndex": 0,
                     "actual": actual,
                     "modelMedian": level + 7.5,
                     "modelLower": level - 4,
@@ -329,7 +331,7 @@ def canned(n: int = 48, spike: int = 36) -> dict[str, object]:
 
 
 @contextmanager
-def stub_api(data: dict[str, object]) -> Iterator[str]:
+def stub_api(data: dict[str, list[dict[str, Any]]]) -> Iterator[str]:
     """The page's own routes (`add_ui_routes`) beside canned JSON answers, on loopback."""
     job = "/v1/namespaces/team/mljobs/latency"
     answers = {
@@ -422,4 +424,20 @@ def test_model_plot_band_series_and_interim_buckets(browser: Browser) -> None:
         assert marker.get_attribute("data-score") == "92.00"
         screenshot(page, "explorer-model-plot.png")
         assert not problems, problems
+        page.close()
+
+
+def test_several_detectors_are_separate_series(browser: Browser) -> None:
+    data = canned()
+    for item in [*data["plot"], *data["records"]]:
+        item["detectorIndex"] = 0 if item["byFieldValue"] == "a" else 1
+        item["byFieldValue"] = None
+    with stub_api(data) as url:
+        page = browser.new_page()
+        page.goto(f"{url}/ui/#ns=team&job=latency")
+        sign_in(page, STUB_TOKEN, "team")
+        expect(page.locator("#chart polygon.band")).to_be_attached()
+        assert page.locator("#series option").all_inner_texts() == ["detector 0", "detector 1"]
+        page.select_option("#series", "detector 1")
+        expect(page.locator("#chart circle.marker.sev-critical")).to_have_count(1)
         page.close()

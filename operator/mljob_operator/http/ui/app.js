@@ -215,6 +215,7 @@ async function showJob(ns, job) {
     modelPlot: modelPlot.reverse(),
     influencers: ((influencers && influencers.influencers) || []).reverse(),
   };
+  view.data.detectors = new Set([...records.records, ...modelPlot].map((r) => r.detectorIndex)).size;
   if (!sameJob) {
     view.zoom = null;
     view.zoomStack = [];
@@ -227,7 +228,9 @@ async function showJob(ns, job) {
 
 // ---- series (splits) ----------------------------------------------------------------
 function splitOf(item) {
+  // A series: the detector (when the job has several), then its partition and by values.
   const parts = [item.partitionFieldValue, item.byFieldValue].filter((v) => v !== null && v !== undefined);
+  if (view.data.detectors > 1) parts.unshift(`detector ${item.detectorIndex}`);
   return parts.join(" / ");
 }
 
