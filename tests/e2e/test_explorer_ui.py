@@ -163,6 +163,8 @@ def shows_the_burst(page: Page) -> None:
     expect(job_row).to_contain_text("closed")
     max_score = float(job_row.locator(".score").inner_text())
     assert max_score >= 75, max_score
+    expect(page.locator(f"#jobs-table tr[data-job='{LIVE}']")).to_contain_text("opened")
+    screenshot(page, "explorer-jobs.png")
 
     job_row.locator("a").click()
     markers = page.locator("#chart circle.marker")
