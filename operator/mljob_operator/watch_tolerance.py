@@ -9,6 +9,9 @@ really missing permission still stops the operator with kopf's own message. Anyt
 stream yields (the first item follows a successful list) proves access and restarts the
 grace period.
 
+Each event also passes through `transform` (the operator drops managedFields there, see
+`watch_slim`), so one wrapper is all that touches kopf's stream.
+
 It patches one private kopf function (`kopf._cogs.clients.watching.continuous_watch`,
 looked up by name on every reconnect); if a kopf release renames it, `install` logs that
 and leaves kopf as it is.
@@ -21,6 +24,8 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
+
+from mljob_operator.watch_slim import without_managed_fields
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +61,7 @@ def tolerant(
     forbidden: type[BaseException],
     grace_s: float = GRACE_S,
     clock: Callable[[], float] = time.monotonic,
+    transform: Callable[[Any], Any] = lambda item: item,
 ) -> Callable[..., AsyncIterator[Any]]:
     """`original` with refusals retried, each watched resource and namespace on its own
     grace period (one namespace that really is forbidden cannot hide behind another)."""
@@ -67,7 +73,7 @@ def tolerant(
         try:
             async for item in original(**kwargs):
                 grace.granted()
-                yield item
+                yield transform(item)
         except forbidden as err:
             wait_s = grace.refused()
             if wait_s is None:
@@ -78,8 +84,11 @@ def tolerant(
     return continuous_watch
 
 
-def install(grace_s: float = GRACE_S) -> bool:
-    """Wrap kopf's watch stream once; False if this kopf has no such function."""
+def install(
+    grace_s: float = GRACE_S, transform: Callable[[Any], Any] = without_managed_fields
+) -> bool:
+    """Wrap kopf's watch stream once (its events slimmed by `transform`); False if this kopf
+    has no such function."""
     try:
         from kopf._cogs.clients import errors, watching  # noqa: PLC0415 (private, guarded)
     except ImportError:
@@ -91,7 +100,7 @@ def install(grace_s: float = GRACE_S) -> bool:
         return False
     if getattr(current, "_mljob_tolerant", False):
         return True
-    wrapped = tolerant(current, errors.APIForbiddenError, grace_s)
+    wrapped = tolerant(current, errors.APIForbiddenError, grace_s, transform=transform)
     wrapped._mljob_tolerant = True  # type: ignore[attr-defined]
     watching.continuous_watch = wrapped
     return True

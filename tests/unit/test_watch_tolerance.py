@@ -10,6 +10,7 @@ import pytest
 from kopf._cogs.clients import errors, watching
 
 from mljob_operator import watch_tolerance
+from mljob_operator.watch_slim import without_managed_fields
 from mljob_operator.watch_tolerance import ForbiddenGrace, tolerant
 
 
@@ -113,3 +114,26 @@ def test_grace_counts_from_the_first_refusal() -> None:
     assert grace.refused() is None
     grace.granted()
     assert grace.refused() == 1.0
+
+
+def test_events_reach_kopf_without_managed_fields() -> None:
+    event = {
+        "type": "MODIFIED",
+        "object": {
+            "metadata": {"name": "a", "managedFields": [{"manager": "kopf", "fieldsV1": {}}]},
+            "status": {"state": "closed"},
+        },
+    }
+
+    async def events(**_: Any) -> AsyncIterator[Any]:
+        yield event
+        yield "a bookmark"
+
+    watch = tolerant(events, Forbidden, transform=without_managed_fields)
+
+    async def read() -> list[Any]:
+        return [item async for item in watch(resource="mljobs", namespace=None)]
+
+    first, second = asyncio.run(read())
+    assert first["object"] == {"metadata": {"name": "a"}, "status": {"state": "closed"}}
+    assert second == "a bookmark"
