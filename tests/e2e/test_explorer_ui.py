@@ -148,7 +148,12 @@ def lists_but_may_not_read(page: Page, ns: str, lister: str) -> None:
     """RBAC decides per call: a token that may list the jobs but not read their results
     sees the list, then a message naming what it may not do."""
     sign_in(page, lister, ns)
-    page.locator(f"#jobs-table tr[data-job='{JOB}'] a").click()
+    job_row = page.locator(f"#jobs-table tr[data-job='{JOB}']")
+    expect(job_row).to_contain_text("closed")
+    assert job_row.locator(".score").inner_text() == "\u2013", (
+        "no figure of results it may not read"
+    )
+    job_row.locator("a").click()
     message = page.locator("#message")
     expect(message).to_contain_text("You may not")
     expect(message).to_contain_text(f"system:serviceaccount:{ns}:lister cannot")

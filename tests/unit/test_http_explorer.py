@@ -22,19 +22,28 @@ from mljob_operator.store import open_store
 from tests.unit.test_http_server import NoJobs
 from tests.unit.test_runtime import SPEC, data
 
-LISTERS = {"viewer"}
+GRANTS = {
+    "viewer": {("list", ""), ("get", "results")},
+    "lister": {("list", "")},
+    "stranger": set(),
+}
+"""(verb, subresource) each user holds namespace-wide; "one-job" reads results of busy."""
 
 
 class Reviews:
     async def review_token(self, token: str) -> dict[str, Any]:
-        if token in {"viewer", "stranger"}:
+        if token in {*GRANTS, "one-job"}:
             return {"authenticated": True, "user": {"username": token}}
         return {"authenticated": False}
 
     async def review_access(self, spec: dict[str, Any]) -> bool:
         attrs = spec["resourceAttributes"]
-        assert (attrs["verb"], attrs["subresource"], attrs["name"]) == ("list", "", "")
-        return bool(spec["user"] in LISTERS)
+        asked = (attrs["verb"], attrs["subresource"])
+        if spec["user"] == "one-job":
+            return asked == ("list", "") or (
+                asked == ("get", "results") and attrs["name"] == "busy"
+            )
+        return asked in GRANTS[spec["user"]] and (asked != ("list", "") or attrs["name"] == "")
 
 
 class Jobs:
@@ -128,7 +137,20 @@ def test_page_loads_without_a_token_and_list_is_guarded(tmp_path: Path) -> None:
             listed = await client.get(jobs, headers={"Authorization": "Bearer viewer"})
             assert listed.status == 200
             body = await listed.json()
+            lister = await client.get(jobs, headers={"Authorization": "Bearer lister"})
+            assert lister.status == 200
+            unscored = (await lister.json())["jobs"]
+            one = await client.get(jobs, headers={"Authorization": "Bearer one-job"})
+            partly = {j["name"]: j for j in (await one.json())["jobs"]}
         runtime.close()
+        assert [(j["name"], j["maxAnomalyScore"], j["bucketCount"]) for j in unscored] == [
+            ("archived", None, None),
+            ("busy", None, None),
+            ("new", None, None),
+        ], "who may not read results sees no figure of them"
+        assert unscored[0]["lastClose"]["snapshotId"] == "s1", "but the status, as kubectl would"
+        assert partly["busy"]["maxAnomalyScore"] == body["jobs"][1]["maxAnomalyScore"]
+        assert partly["archived"]["bucketCount"] is None
         assert body["count"] == 3
         archived, busy, new = body["jobs"]
         assert (new["name"], new["state"], new["maxAnomalyScore"]) == ("new", None, None)

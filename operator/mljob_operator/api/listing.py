@@ -28,9 +28,11 @@ class JobSummary(_Wire):
     last_close: CloseRecord | None = Field(description="status.lastClose, if it ever closed.")
     max_anomaly_score: Score | None = Field(
         description="The highest bucket anomaly score of its results (interim included); "
-        "null without results."
+        "null without results or when the caller may not read them (get mljobs/results)."
     )
-    bucket_count: int = Field(ge=0, description="Bucket results stored.")
+    bucket_count: int | None = Field(
+        ge=0, description="Bucket results stored; null when the caller may not read them."
+    )
 
 
 class JobList(_Wire):

@@ -11,7 +11,7 @@ a job name, label or error text the page shows can never run as script beside th
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from importlib import resources
 from typing import Any
 
@@ -78,25 +78,38 @@ def list_denied(username: str, namespace: str) -> str:
 
 
 async def job_list(
-    runtime: JobRuntime, listed: Iterable[Mapping[str, Any]], namespace: str
+    runtime: JobRuntime,
+    listed: Iterable[Mapping[str, Any]],
+    namespace: str,
+    may_read: Callable[[str], Awaitable[bool]],
 ) -> JobList:
     """The MLJobs of `namespace` as the apiserver lists them (so every replica answers the
     same, whichever shards it holds), each with its highest bucket score from the store
-    (read side by side)."""
+    (read side by side) where the caller may read its results: `may_read("")` asks for the
+    whole namespace at once, else each job is asked about."""
     held = sorted((_name_and_status(body) for body in listed), key=lambda job: job[0])
-    tops = await asyncio.gather(*(_top_bucket(runtime, f"{namespace}/{name}") for name, _ in held))
+    names = [name for name, _ in held]
+    if not await may_read(""):
+        allowed = await asyncio.gather(*(may_read(name) for name in names))
+        names = [name for name, ok in zip(names, allowed, strict=True) if ok]
+    tops = await asyncio.gather(*(_top_bucket(runtime, f"{namespace}/{name}") for name in names))
+    scores = dict(zip(names, tops, strict=True))
     jobs = [
         JobSummary(
             name=name,
             state=status.state,
             closed=status.closed,
             last_close=status.last_close,
-            max_anomaly_score=top.buckets[0].anomaly_score if top.buckets else None,
-            bucket_count=top.count,
+            max_anomaly_score=_max_score(scores.get(name)),
+            bucket_count=None if name not in scores else scores[name].count,
         )
-        for (name, status), top in zip(held, tops, strict=True)
+        for name, status in held
     ]
     return JobList(count=len(jobs), jobs=jobs)
+
+
+def _max_score(top: BucketPage | None) -> float | None:
+    return top.buckets[0].anomaly_score if top is not None and top.buckets else None
 
 
 def _name_and_status(body: Mapping[str, Any]) -> tuple[str, MLJobStatus]:

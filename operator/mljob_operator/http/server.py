@@ -24,7 +24,13 @@ from pydantic import BaseModel, ValidationError
 from mljob_operator import metrics
 from mljob_operator.api import JobState
 from mljob_operator.api import results as shapes
-from mljob_operator.api.permissions import FORCE_CLOSE, LIST_JOBS, OPEN_CLOSE, Permission
+from mljob_operator.api.permissions import (
+    FORCE_CLOSE,
+    LIST_JOBS,
+    OPEN_CLOSE,
+    READ_RESULTS,
+    Permission,
+)
 from mljob_operator.engine.errors import DataFormatError, JobClosedError
 from mljob_operator.engine.job import JobNotClosedError
 from mljob_operator.engine.persistence import ActiveSnapshotError, NotFoundError, StoreError
@@ -223,7 +229,11 @@ class DataApi:
             for job in await self.desired.listed(namespace)
             if self.jobs.exists(namespace, str(job["metadata"]["name"]))
         ]
-        return answer(await job_list(self.runtime, listed, namespace))
+
+        async def may_read(name: str) -> bool:
+            return await self.auth.allowed(user, READ_RESULTS, namespace, name)
+
+        return answer(await job_list(self.runtime, listed, namespace, may_read))
 
     # -- data ------------------------------------------------------------------------
 
