@@ -192,7 +192,7 @@ def shows_the_burst(page: Page) -> None:
 
 def shows_interim_results(page: Page, ns: str) -> None:
     """The open job, in the middle of its burst: its bucket in progress is interim."""
-    page.goto(page.url.split("#")[0] + f"#ns={ns}")
+    page.click("#back")
     expect(page.locator(f"#jobs-table tr[data-job='{LIVE}']")).to_contain_text("opened")
     page.locator(f"#jobs-table tr[data-job='{LIVE}'] a").click()
     expect(page.locator("#job-name")).to_have_text(LIVE)

@@ -134,8 +134,11 @@ function show() {
   return { signedIn, ns, job };
 }
 
+let renders = 0; // a newer render makes an older one's answers stale
+
 async function render() {
   const { signedIn, ns, job } = show();
+  const mine = ++renders;
   say(view.notice, "info");
   view.notice = "";
   if (!signedIn) return;
@@ -144,19 +147,22 @@ async function render() {
     return;
   }
   try {
-    if (job) await showJob(ns, job);
-    else await showJobs(ns);
+    if (job) await showJob(ns, job, () => mine !== renders);
+    else await showJobs(ns, () => mine !== renders);
   } catch (err) {
+    if (mine !== renders) return;
+    $(job ? "job" : "jobs").hidden = true;
     if (err instanceof ApiError) explain(err);
     else say(`The page failed: ${err.message}`);
   }
 }
 
-async function showJobs(ns) {
+async function showJobs(ns, stale) {
   $("jobs-namespace").textContent = ns;
   const tbody = $("jobs-table").tBodies[0];
   tbody.replaceChildren();
   const list = await api(`/v1/namespaces/${encodeURIComponent(ns)}/mljobs`, `list MLJobs in ${ns}`);
+  if (stale()) return;
   $("jobs-empty").hidden = list.jobs.length > 0;
   for (const j of list.jobs) {
     const link = el("a", { href: "#" + new URLSearchParams({ ns, job: j.name }) }, j.name);
@@ -185,8 +191,10 @@ async function optional(promise) {
   }
 }
 
-async function showJob(ns, job) {
+async function showJob(ns, job, stale) {
   $("job-name").textContent = job;
+  $("back").href = "#" + new URLSearchParams({ ns });
+  $("back").textContent = `← jobs in ${ns}`;
   const read = `read the results of ${ns}/${job}`;
   // The newest page of each (a job with more keeps its older results out of the chart).
   const newest = `sort=timestamp&desc=true&size=${PAGE}`;
@@ -199,6 +207,7 @@ async function showJob(ns, job) {
     api(jobPath(ns, job, "modelsnapshots?sort=timestamp&desc=true&size=100"),
       `list the model snapshots of ${ns}/${job}`),
   ]);
+  if (stale()) return;
   const state = $("job-state");
   state.textContent = stats.state || "unknown";
   state.className = `state ${stats.state || ""}`;
