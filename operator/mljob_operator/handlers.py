@@ -9,7 +9,9 @@ In leased mode (several replicas on the PostgreSQL store, `shard_leases`) every 
 runs a daemon per job, but it runs the job's controller only while this replica holds
 the job's shard; on losing it the controller stops without writing (its status writes
 and store commits are fenced too), and a replica gaining it opens the job from the store
-as after a restart.
+as after a restart. Any replica answers the data API: a call that needs the job's
+holder is forwarded there (`http.forward`), and the status of a job held elsewhere is
+kept from watch events as for a settled one.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from mljob_operator.controller import JobController, job_id
 from mljob_operator.events import MAX_MESSAGE, Event, EventSink
 from mljob_operator.http.auth import Authorizer
 from mljob_operator.http.desired import StateRequests
+from mljob_operator.http.forward import Forwarder
 from mljob_operator.http.limits import IngestBudget, SignInFailures, WaiterLimit
 from mljob_operator.http.server import ApiLimits, DataApi, start_server
 from mljob_operator.http.tls import ReloadingContext, generated_pair
@@ -80,6 +83,9 @@ class Registry:
     leases: ShardLeases | None = None
     """Leased mode only: the shards this replica holds."""
     fence: ShardFence | None = None
+    forwarder: Forwarder | None = None
+    uids: dict[str, str] = field(default_factory=dict)
+    """The uid of every MLJob seen (leased mode: its shard, so its holder)."""
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def statuses(self) -> Iterator[tuple[str, str, MLJobStatus]]:
@@ -145,9 +151,20 @@ class Registry:
 
     async def drop(self, key: str) -> None:
         """The job's shard was lost: forget its controller and in-memory engine without
-        writing anything (the new holder reopens it from the store)."""
-        self.controllers.pop(key, None)
+        writing anything (the new holder reopens it from the store); its status is kept
+        as watch events bring it."""
+        controller = self.controllers.pop(key, None)
+        if controller is not None and controller.status is not None:
+            status = orjson.dumps(controller.status.to_json_dict())
+            self.settled[key] = SettledJob(status, controller.latest_scores)
         await self.runtime.release(key)
+
+    def holder_of(self, namespace: str, name: str) -> str | None:
+        """The address of the other replica holding this job (None: this one, or none)."""
+        uid = self.uids.get(job_id(namespace, name))
+        if self.leases is None or uid is None or self.holds(uid):
+            return None
+        return self.leases.holder_address(uid)
 
     async def forget(self, key: str) -> None:
         """Drop a controller and its in-memory engine (the store keeps the job's data)."""
@@ -300,7 +317,14 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         if cert is None or key is None:
             cert, key = generated_pair(op.data_dir / "tls", op.tls_names)
         ssl_context = ReloadingContext(cert, key).listener
-    registry.http = await start_server(api.app(), op.http_host, op.http_port, ssl_context)
+    app = api.app()
+    if registry.leases is not None:
+        peers = None
+        if op.tls_enabled:
+            peers = Forwarder.peer_context(str(op.tls_cert or op.data_dir / "tls" / "tls.crt"))
+        registry.forwarder = Forwarder(registry, op.replica_id, peers)
+        app.middlewares.append(registry.forwarder.middleware)
+    registry.http = await start_server(app, op.http_host, op.http_port, ssl_context)
     if op.metrics_addr is not None:
         metrics.watch_jobs(
             registry.statuses,
@@ -332,6 +356,8 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         return
     if registry.leases is not None:
         await registry.leases.stop()
+    if registry.forwarder is not None:
+        await registry.forwarder.close()
     for server in (registry.http, registry.metrics_http):
         if server is not None:
             await server.cleanup()
@@ -391,7 +417,11 @@ async def changed(
     if registry is None or not name:
         return
     key = job_id(namespace or "", name)
-    if not settled_closed(body):
+    if body.metadata.uid:
+        registry.uids[key] = body.metadata.uid
+    if not registry.holds(body.metadata.uid) and key not in registry.controllers:
+        registry.remember_settled(key, body)  # held by another replica: its status only
+    elif not settled_closed(body):
         registry.wake(key)
     elif key in registry.controllers:
         registry.controllers[key].wake.set()  # its daemon is being stopped: notice at once
@@ -416,3 +446,4 @@ async def delete(body: kopf.Body, namespace: str | None, name: str, memo: Any, *
     await controller.close_for_deletion(live_body, _emitter(body))
     await registry.runtime.delete_data(controller.id)
     registry.controllers.pop(controller.id, None)
+    registry.uids.pop(controller.id, None)

@@ -9,6 +9,8 @@ import json
 import signal
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -18,6 +20,7 @@ import pytest
 from devtools.controlplane import ControlPlane
 from devtools.operatorproc import OperatorProcess
 from devtools.postgres import PostgresCluster
+from mljob_operator.http.forward import FORWARDED_BY
 from mljob_operator.shards import shard_of
 from mljob_operator.store.postgres import PostgresStore
 from tests.e2e.jobs import api_get, event_series, get, mljob, ndjson, post, wait_for, wait_state
@@ -130,6 +133,30 @@ def _run_twins(
     _close_all(cp, ns, names + [f"twin-{n}" for n in names])
 
 
+def _post_here(op: OperatorProcess, path: str, body: bytes) -> tuple[int, Any]:
+    request = urllib.request.Request(f"{op.url}{path}", data=body, method="POST")
+    request.add_header("Authorization", f"Bearer {op.token}")
+    request.add_header("Content-Type", "application/x-ndjson")
+    request.add_header(FORWARDED_BY, "test")
+    try:
+        with urllib.request.urlopen(request, timeout=120, context=op.ssl_context()) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"null")
+
+
+def _post_anywhere(op: OperatorProcess, ns: str, name: str, body: bytes) -> None:
+    """Post through one replica, whichever holds the job (it forwards), retrying while
+    the job is moving."""
+
+    def attempt() -> bool:
+        code, payload = post(op, ns, name, body, timeout=30)
+        assert code in (202, 409, 503), (code, payload)
+        return code == 202
+
+    wait_for(attempt, f"{ns}/{name} taking data through {op.url}", timeout=90)
+
+
 def test_shards_spread_and_a_killed_replica_is_taken_over_with_identical_results(
     control_plane: ControlPlane,
     namespace: str,
@@ -148,16 +175,19 @@ def test_shards_spread_and_a_killed_replica_is_taken_over_with_identical_results
         cp.kubectl("apply", "-n", ns, "-f", "-", input=mljob(name))
     for name in names:
         wait_state(cp, ns, name, "opened")
-    holders = {name: _post_at_holder(cp, ns, name, ops, first) for name in names}
+    holders = {name: _holder(cp, ns, name, ops) for name in names}
+    for name in names:  # every call through one replica: it forwards to the holder
+        code, answer = post(ops[0], ns, name, first)
+        assert code == 202, (name, code, answer)
 
     victim = Counter(holders.values()).most_common(1)[0][0]
+    assert victim is not None
     moved = [name for name, op in holders.items() if op is victim]
     survivors = [op for op in ops if op is not victim]
     victim.kill()
     killed_at = time.monotonic()
     for name in moved:
-        new = _post_at_holder(cp, ns, name, survivors, second)
-        assert new is not victim
+        _post_anywhere(survivors[0], ns, name, second)
     takeover_s = time.monotonic() - killed_at
     print(f"takeover of {len(moved)} jobs after SIGKILL: {takeover_s:.1f}s")
     assert takeover_s < 2 * LEASE_S, takeover_s
@@ -208,9 +238,11 @@ def test_a_paused_replica_writes_nothing_for_the_shards_it_lost(
     wait_for(lambda: get(cp, ns, closing[0]).get("status", {}).get("state") == "closing", "closing")
     late: dict[str, tuple[int, Any]] = {}
 
-    def late_post() -> None:  # sent while paused, answered (if at all) after SIGCONT
+    def late_post() -> None:
+        """Sent while paused, answered after SIGCONT by the paused replica itself (marked
+        as forwarded already, so it cannot hand it to the new holder)."""
         body = ndjson(event_series(5, start=records[-1]["time"] + 3600))
-        late["post"] = post(paused, ns, fed, body, timeout=120)
+        late["post"] = _post_here(paused, f"/v1/namespaces/{ns}/mljobs/{fed}/data", body)
 
     assert paused.proc is not None
     paused.proc.send_signal(signal.SIGSTOP)
@@ -250,3 +282,45 @@ def test_a_paused_replica_writes_nothing_for_the_shards_it_lost(
         store.close()
     code, answer = late["post"]
     assert code in (409, 503), ("a replica that lost the job's shard took data", code, answer)
+
+
+def test_a_close_cut_by_a_killed_replica_is_finished_by_another_with_one_snapshot(
+    control_plane: ControlPlane,
+    namespace: str,
+    operator_factory: Callable[..., OperatorProcess],
+    postgres: PostgresCluster,
+) -> None:
+    cp, ns = control_plane, namespace
+    url = postgres.url(postgres.create_database("takeover_close"))
+    doomed = operator_factory(MLJOB_STORE_URL=url, MLJOB_FAULT_KILL_AT="after:persistSnapshot")
+    other = operator_factory(MLJOB_STORE_URL=url)
+    _spread(cp, ns, 2)
+    names = [f"job-{i}" for i in range(8)]
+    for name in names:
+        cp.kubectl("apply", "-n", ns, "-f", "-", input=mljob(name))
+    records = event_series(60, spike_at=40)
+    for name in names:
+        wait_state(cp, ns, name, "opened")
+        _post_anywhere(other, ns, name, ndjson(records))
+    name = next(n for n in names if _holder(cp, ns, n, [doomed, other]) is doomed)
+    cp.kubectl(
+        "patch", "mljob", name, "-n", ns, "--type=merge", "-p", '{"spec":{"state":"closed"}}'
+    )
+    assert doomed.wait_exit(timeout=60) == -signal.SIGKILL, doomed.log_tail()
+    killed_at = time.monotonic()
+    cp.kubectl("wait", "-n", ns, "--for=condition=Closed", f"mljob/{name}", "--timeout=60s")
+    print(f"close finished by the other replica {time.monotonic() - killed_at:.1f}s after the kill")
+    st = get(cp, ns, name)["status"]
+    assert set(st["lastClose"]["steps"]) == {
+        "flush",
+        "finalizeResults",
+        "persistSnapshot",
+        "pruneHistory",
+    }
+    store = PostgresStore(url)
+    try:
+        snapshots = store.all_snapshots(f"{ns}/{name}")
+    finally:
+        store.close()
+    assert [s.snapshot_id for s in snapshots] == [st["modelSnapshotId"]]
+    assert st["dataCounts"]["processedRecordCount"] == len(records)

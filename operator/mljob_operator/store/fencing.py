@@ -16,8 +16,10 @@ of the store's versioned migrations: a single-replica store never has it.
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, cast
 
 import psycopg
 
@@ -99,6 +101,37 @@ class ShardFence:
             )
 
 
+class _PinnedPool:
+    """The store's connection pool, except that a thread inside a fenced write gets that
+    write's connection back: the store's own transaction then nests (a savepoint) in the
+    one that checked the epoch, and both commit together."""
+
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+        self._local = threading.local()
+
+    @contextlib.contextmanager
+    def connection(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        pinned = getattr(self._local, "conn", None)
+        if pinned is not None:
+            yield pinned
+            return
+        with self._pool.connection(*args, **kwargs) as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def pinned(self) -> Iterator[psycopg.Connection[Any]]:
+        with self._pool.connection() as conn:
+            self._local.conn = conn
+            try:
+                yield conn
+            finally:
+                self._local.conn = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pool, name)
+
+
 class FencedPostgresStore(postgres.PostgresStore):
     """The PostgreSQL store of a replica in leased mode: a job's commit or deletion is
     refused (`FencedError`, so the engine's `StoreWriteError`) unless this replica holds
@@ -107,21 +140,22 @@ class FencedPostgresStore(postgres.PostgresStore):
     def __init__(self, url: str, fence: ShardFence, max_connections: int = 16) -> None:
         super().__init__(url, max_connections=max_connections)
         self.fence = fence
-        with self._pool.connection() as conn:
+        self._pinned = _PinnedPool(self._pool)
+        self._pool = cast(Any, self._pinned)
+        with self._pinned.pinned() as conn:
             fence.setup(conn)
 
     def take_shard(self, shard: int, holder: str) -> int:
         """Bump the shard's epoch for this replica; done before it opens any job."""
-        with self._pool.connection() as conn:
+        with self._pinned.pinned() as conn:
             return self.fence.take(conn, shard, holder)
 
     def commit(self, job_id: str, batch: WriteBatch) -> CommitResult:
-        with self._pool.connection() as conn, conn.transaction():
+        with self._pinned.pinned() as conn, conn.transaction():
             self.fence.check(conn, job_id)
-            return postgres._apply(conn, job_id, batch)
+            return super().commit(job_id, batch)
 
     def delete_job(self, job_id: str) -> None:
-        with self._pool.connection() as conn, conn.transaction():
+        with self._pinned.pinned() as conn, conn.transaction():
             self.fence.check(conn, job_id)
-            for table in postgres._TABLES:
-                conn.execute(f"DELETE FROM {table} WHERE job_id = %s", (job_id,))
+            super().delete_job(job_id)

@@ -1,0 +1,104 @@
+"""Forwarding a job's call to the replica that holds it (leased mode), so clients keep one
+Service address whichever replica answers.
+
+Calls that need the job's engine or write for it (data, flush, open, close, stats,
+snapshot changes: every per-job call but a GET of results or snapshots, which any
+replica serves from the shared store) go to the holder's address, published on its
+shard Lease. The holder authenticates and authorizes the caller itself (the bearer token
+goes along); a call is forwarded at most once (`X-MLJob-Forwarded-By`), so two replicas
+that briefly disagree about a shard answer rather than loop. The holder's certificate is
+checked against the one this replica serves (one Secret for all replicas), not against
+a host name: replicas reach each other by pod IP.
+"""
+
+from __future__ import annotations
+
+import re
+import ssl
+from typing import Protocol
+
+import aiohttp
+from aiohttp import web
+
+from mljob_operator.http.errors import Unavailable
+
+FORWARDED_BY = "X-MLJob-Forwarded-By"
+JOB_CALL = re.compile(
+    r"^/v1/namespaces/(?P<namespace>[^/]+)/mljobs/(?P<name>[^/,*]+)/(?P<rest>.+)$"
+)
+LOCAL_READS = ("results/", "modelsnapshots")
+"""GETs under these are answered by any replica (the store is shared)."""
+PASSED_HEADERS = ("Authorization", "Content-Type", "Accept")
+RETURNED_HEADERS = ("Content-Type", "Retry-After")
+RETRY_AFTER_S = 2
+TIMEOUT_S = 300.0
+
+
+class Holders(Protocol):
+    def holder_of(self, namespace: str, name: str) -> str | None:
+        """`host:port` of the other replica holding the job; None when this one does,
+        nobody does, or the job is unknown (then it is answered here)."""
+
+
+def needs_holder(method: str, rest: str) -> bool:
+    return method != "GET" or not rest.startswith(LOCAL_READS)
+
+
+class Forwarder:
+    def __init__(self, holders: Holders, me: str, ssl_context: ssl.SSLContext | None) -> None:
+        self.holders, self.me, self.ssl_context = holders, me, ssl_context
+        self._session: aiohttp.ClientSession | None = None
+
+    @staticmethod
+    def peer_context(served_cert: str) -> ssl.SSLContext:
+        """Trust exactly the certificate (chain) this replica serves, any host name."""
+        context = ssl.create_default_context(cafile=served_cert)
+        context.check_hostname = False
+        return context
+
+    def target(self, request: web.Request) -> str | None:
+        if request.headers.get(FORWARDED_BY):
+            return None
+        match = JOB_CALL.match(request.path)
+        if match is None or not needs_holder(request.method, match["rest"]):
+            return None
+        return self.holders.holder_of(match["namespace"], match["name"])
+
+    @web.middleware
+    async def middleware(
+        self, request: web.Request, handler: aiohttp.typedefs.Handler
+    ) -> web.StreamResponse:
+        target = self.target(request)
+        if target is None:
+            return await handler(request)
+        return await self._forward(request, target)
+
+    async def _forward(self, request: web.Request, target: str) -> web.Response:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT_S))
+        scheme = "https" if self.ssl_context is not None else "http"
+        headers = {h: request.headers[h] for h in PASSED_HEADERS if h in request.headers}
+        headers[FORWARDED_BY] = self.me
+        body = await request.read()
+        try:
+            async with self._session.request(
+                request.method,
+                f"{scheme}://{target}{request.rel_url}",
+                data=body or None,
+                headers=headers,
+                ssl=self.ssl_context if self.ssl_context is not None else False,
+            ) as answer:
+                payload = await answer.read()
+                kept = {h: answer.headers[h] for h in RETURNED_HEADERS if h in answer.headers}
+                return web.Response(status=answer.status, body=payload, headers=kept)
+        except (aiohttp.ClientError, TimeoutError) as err:
+            raise Unavailable(
+                f"the replica holding this MLJob ({target}) did not answer ({err}); it is"
+                f" taken over within the lease duration if it is gone. Retry in"
+                f" {RETRY_AFTER_S}s.",
+                {"Retry-After": str(RETRY_AFTER_S)},
+            ) from err
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()

@@ -1,0 +1,92 @@
+"""Which data API calls go to the job's holder, and a forwarded call over real HTTP on
+loopback: it carries the caller's token and comes back with the holder's answer; an
+unreachable holder is a 503 with Retry-After; a call is forwarded at most once."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+from aiohttp import web
+
+from devtools.processes import free_port
+from mljob_operator.http.errors import errors_as_json
+from mljob_operator.http.forward import FORWARDED_BY, Forwarder, needs_holder
+
+JOB = "/v1/namespaces/ns/mljobs/web"
+
+
+def test_engine_calls_need_the_holder_and_store_reads_do_not() -> None:
+    assert needs_holder("POST", "data")
+    assert needs_holder("POST", "close")
+    assert needs_holder("GET", "stats")
+    assert needs_holder("DELETE", "modelsnapshots/123")
+    assert not needs_holder("GET", "results/buckets")
+    assert not needs_holder("GET", "modelsnapshots")
+
+
+class Holders:
+    def __init__(self, address: str | None) -> None:
+        self.address = address
+
+    def holder_of(self, namespace: str, name: str) -> str | None:
+        return self.address if (namespace, name) == ("ns", "web") else None
+
+
+async def _serve(app: web.Application, port: int) -> web.AppRunner:
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner
+
+
+async def _forwarding() -> None:
+    seen: list[tuple[str | None, str | None, bytes]] = []
+
+    async def holder(request: web.Request) -> web.Response:
+        seen.append(
+            (
+                request.headers.get("Authorization"),
+                request.headers.get(FORWARDED_BY),
+                await request.read(),
+            )
+        )
+        return web.json_response({"processedRecordCount": 3}, status=202)
+
+    async def local(request: web.Request) -> web.Response:
+        return web.json_response({"answered": "here"})
+
+    holder_port, front_port, dead_port = free_port(), free_port(), free_port()
+    back = web.Application()
+    back.router.add_post(f"{JOB}/data", holder)
+    forwarder = Forwarder(Holders(f"127.0.0.1:{holder_port}"), "replica-a", None)
+    front = web.Application(middlewares=[errors_as_json(1 << 20)])
+    front.middlewares.append(forwarder.middleware)
+    front.router.add_post(f"{JOB}/data", local)
+    front.router.add_get(f"{JOB}/results/buckets", local)
+    runners = [await _serve(back, holder_port), await _serve(front, front_port)]
+    try:
+        async with aiohttp.ClientSession() as client:
+            url = f"http://127.0.0.1:{front_port}{JOB}"
+            auth = {"Authorization": "Bearer t0ken"}
+            async with client.post(f"{url}/data", data=b'{"time":1}', headers=auth) as r:
+                assert (r.status, await r.json()) == (202, {"processedRecordCount": 3})
+            assert seen == [("Bearer t0ken", "replica-a", b'{"time":1}')]
+            async with client.get(f"{url}/results/buckets", headers=auth) as r:
+                assert await r.json() == {"answered": "here"}
+            again = {**auth, FORWARDED_BY: "replica-b"}
+            async with client.post(f"{url}/data", data=b"{}", headers=again) as r:
+                assert await r.json() == {"answered": "here"}
+            forwarder.holders = Holders(f"127.0.0.1:{dead_port}")
+            async with client.post(f"{url}/data", data=b"{}", headers=auth) as r:
+                assert r.status == 503
+                assert r.headers["Retry-After"] == "2"
+                assert "did not answer" in (await r.json())["error"]["message"]
+    finally:
+        await forwarder.close()
+        for runner in runners:
+            await runner.cleanup()
+
+
+def test_a_call_is_forwarded_to_the_holder_once() -> None:
+    asyncio.run(_forwarding())
