@@ -8,6 +8,12 @@ source, so a renamed engine field fails a test instead of leaving a default on t
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import TypeVar
+
+from pydantic import BaseModel
+
 from mljob_operator.api import DataCounts, ModelSizeStats
 from mljob_operator.api.results import (
     AnomalyRecord,
@@ -20,6 +26,8 @@ from mljob_operator.api.results import (
 )
 from mljob_operator.engine import results as engine
 
+M = TypeVar("M", bound=BaseModel)
+
 RENAMED = {
     (Influence, "influencer_field_name"): "field_name",
     (Influence, "influencer_field_values"): "field_values",
@@ -28,16 +36,17 @@ RENAMED = {
 """API field → engine field, where the names differ."""
 
 
-def data_counts(c: engine.DataCounts) -> DataCounts:
-    return DataCounts.model_validate(c, from_attributes=True)
+def _same_names(model: type[M]) -> Callable[[object], M]:
+    """The API model read from the engine object's attributes of the same names."""
+    return functools.partial(model.model_validate, from_attributes=True)
 
 
-def model_size_stats(s: engine.ModelSizeStats) -> ModelSizeStats:
-    return ModelSizeStats.model_validate(s, from_attributes=True)
-
-
-def bucket(b: engine.BucketResult) -> Bucket:
-    return Bucket.model_validate(b, from_attributes=True)
+data_counts = _same_names(DataCounts)
+model_size_stats = _same_names(ModelSizeStats)
+bucket = _same_names(Bucket)
+model_plot = _same_names(ModelPlotPoint)
+influencer = _same_names(InfluencerResult)
+model_snapshot = _same_names(ModelSnapshot)
 
 
 def record(r: engine.RecordResult) -> AnomalyRecord:
@@ -49,18 +58,6 @@ def record(r: engine.RecordResult) -> AnomalyRecord:
         for i in r.influencers
     ]
     return AnomalyRecord.model_validate(fields)
-
-
-def model_plot(m: engine.ModelPlotResult) -> ModelPlotPoint:
-    return ModelPlotPoint.model_validate(m, from_attributes=True)
-
-
-def influencer(i: engine.InfluencerResult) -> InfluencerResult:
-    return InfluencerResult.model_validate(i, from_attributes=True)
-
-
-def model_snapshot(s: engine.ModelSnapshot) -> ModelSnapshot:
-    return ModelSnapshot.model_validate(s, from_attributes=True)
 
 
 def flushed(f: engine.FlushResult) -> Flushed:

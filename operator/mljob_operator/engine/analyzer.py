@@ -587,19 +587,18 @@ class Analyzer:
             return 0
         idx, x = idx[:room], x[:room]
         median, lower, upper = band(d.model, idx, x, t_ms // 1000, non_negative=d.spec.count_like)
-        cfg = d.cfg
-        ptab = self.table(cfg.partition_field_name) if cfg.partition_field_name else None
-        btab = self.table(cfg.by_field_name) if cfg.by_field_name else None
+        cfg, split_values = d.cfg, self._split_values(d)
         for j, s in enumerate(idx.tolist()):
+            pval, bval = split_values(s)
             out.model_plot.append(
                 ModelPlotResult(
                     timestamp=t_ms,
                     bucket_span=self.config.bucket_span_s,
                     detector_index=d.index,
                     partition_field_name=cfg.partition_field_name,
-                    partition_field_value=ptab.labels[d.pid[s]] if ptab else None,
+                    partition_field_value=pval,
                     by_field_name=cfg.by_field_name,
-                    by_field_value=btab.labels[d.bid[s]] if btab else None,
+                    by_field_value=bval,
                     actual=float(x[j]),
                     model_median=float(median[j]),
                     model_lower=float(lower[j]),
@@ -608,6 +607,20 @@ class Analyzer:
                 )
             )
         return len(idx)
+
+    def _split_values(self, d: DetectorState) -> Callable[[int], tuple[str | None, str | None]]:
+        """The partition and by values of a detector's series, by series index."""
+        cfg = d.cfg
+        ptab = self.table(cfg.partition_field_name) if cfg.partition_field_name else None
+        btab = self.table(cfg.by_field_name) if cfg.by_field_name else None
+
+        def split_values(s: int) -> tuple[str | None, str | None]:
+            return (
+                ptab.labels[d.pid[s]] if ptab else None,
+                btab.labels[d.bid[s]] if btab else None,
+            )
+
+        return split_values
 
     def _records(  # noqa: PLR0913, PLR0917 (the per-bucket arrays of one detector)
         self,
@@ -629,12 +642,10 @@ class Analyzer:
         if not len(pick):
             return
         scores = scale.score(raw[pick])
-        ptab = self.table(cfg.partition_field_name) if cfg.partition_field_name else None
-        btab = self.table(cfg.by_field_name) if cfg.by_field_name else None
+        split_values = self._split_values(d)
         for j, score in zip(pick.tolist(), scores.tolist(), strict=True):
             s = int(idx[j])
-            pval = ptab.labels[d.pid[s]] if ptab else None
-            bval = btab.labels[d.bid[s]] if btab else None
+            pval, bval = split_values(s)
             influences = []
             for name in self.config.influencers:
                 if name == cfg.partition_field_name:

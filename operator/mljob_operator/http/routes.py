@@ -112,6 +112,41 @@ def _sort(names: dict[str, str]) -> Param:
     return Param("sort", {"type": "string", "enum": list(names)}, "Sort field.")
 
 
+def _interim(what: str) -> Param:
+    return Param("excludeInterim", {"type": "boolean"}, f"Leave out interim {what}.")
+
+
+def _split(name: str, field: str) -> Param:
+    return Param(
+        name,
+        {"type": "string"},
+        f"Only the series with this {field} value (at most {MAX_SPLIT_VALUE} characters).",
+    )
+
+
+def _results(
+    kind: str,
+    operation_id: str,
+    summary: str,
+    page: type[BaseModel],
+    sorts: dict[str, str],
+    *filters: Param,
+    handler: str = "",
+) -> Route:
+    """A results listing: a time range, its own filters, a sort field and a page."""
+    return Route(
+        "GET",
+        f"{JOB}/results/{kind}",
+        operation_id,
+        handler or kind,
+        summary,
+        (200, page),
+        READ_RESULTS,
+        "read results",
+        query=(*TIME_RANGE, *filters, _sort(sorts), *PAGE),
+    )
+
+
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/healthz", "healthz", "healthz", "Liveness.", (200, shapes.Health)),
     Route("GET", "/openapi.json", "openapi", "openapi", "This document.", (200, OpenApiDocument)),
@@ -196,84 +231,44 @@ ROUTES: tuple[Route, ...] = (
         note="Each matched job is checked separately. Closing a closed job succeeds. "
         "A failed job closes only with force (409 otherwise).",
     ),
-    Route(
-        "GET",
-        JOB + "/results/buckets",
-        "getBuckets",
+    _results(
         "buckets",
+        "getBuckets",
         "Bucket results.",
-        (200, shapes.BucketPage),
-        READ_RESULTS,
-        "read results",
-        query=(
-            *TIME_RANGE,
-            Param("anomalyScore", SCORE, "Only buckets scoring at least this."),
-            Param("excludeInterim", {"type": "boolean"}, "Leave out interim buckets."),
-            _sort(BUCKET_SORT_NAMES),
-            *PAGE,
-        ),
+        shapes.BucketPage,
+        BUCKET_SORT_NAMES,
+        Param("anomalyScore", SCORE, "Only buckets scoring at least this."),
+        _interim("buckets"),
     ),
-    Route(
-        "GET",
-        JOB + "/results/records",
-        "getRecords",
+    _results(
         "records",
+        "getRecords",
         "Record results.",
-        (200, shapes.RecordPage),
-        READ_RESULTS,
-        "read results",
-        query=(
-            *TIME_RANGE,
-            Param("recordScore", SCORE, "Only records scoring at least this."),
-            Param("excludeInterim", {"type": "boolean"}, "Leave out interim records."),
-            _sort(RECORD_SORT_NAMES),
-            *PAGE,
-        ),
+        shapes.RecordPage,
+        RECORD_SORT_NAMES,
+        Param("recordScore", SCORE, "Only records scoring at least this."),
+        _interim("records"),
     ),
-    Route(
-        "GET",
-        JOB + "/results/modelplot",
+    _results(
+        "modelplot",
         "getModelPlot",
-        "model_plot",
         "Model plot: per bucket and series the actual value, the model's median and its 95% "
         "band (recorded while spec.modelPlotConfig.enabled is true).",
-        (200, shapes.ModelPlotPage),
-        READ_RESULTS,
-        "read results",
-        query=(
-            *TIME_RANGE,
-            Param("excludeInterim", {"type": "boolean"}, "Leave out interim points."),
-            Param(
-                "partitionFieldValue",
-                {"type": "string"},
-                f"Only the series with this partition-field value (at most {MAX_SPLIT_VALUE} "
-                "characters).",
-            ),
-            Param(
-                "byFieldValue",
-                {"type": "string"},
-                f"Only the series with this by-field value (at most {MAX_SPLIT_VALUE} characters).",
-            ),
-            _sort(MODEL_PLOT_SORT_NAMES),
-            *PAGE,
-        ),
+        shapes.ModelPlotPage,
+        MODEL_PLOT_SORT_NAMES,
+        _interim("points"),
+        _split("partitionFieldValue", "partition-field"),
+        _split("byFieldValue", "by-field"),
+        handler="model_plot",
     ),
-    Route(
-        "GET",
-        JOB + "/results/influencers",
-        "getInfluencers",
+    _results(
         "influencers",
+        "getInfluencers",
         "Influencer results: each influencer value of a bucket's anomalous records.",
-        (200, shapes.InfluencerPage),
-        READ_RESULTS,
-        "read results",
-        query=(
-            *TIME_RANGE,
-            Param("influencerScore", SCORE, "Only influencers scoring at least this."),
-            Param("excludeInterim", {"type": "boolean"}, "Leave out interim results."),
-            _sort(INFLUENCER_SORT_NAMES),
-            *PAGE,
-        ),
+        shapes.InfluencerPage,
+        INFLUENCER_SORT_NAMES,
+        Param("influencerScore", SCORE, "Only influencers scoring at least this."),
+        _interim("results"),
     ),
     Route(
         "GET",
