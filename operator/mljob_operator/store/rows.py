@@ -1,31 +1,31 @@
-"""How both stores write and read rows: the sortable columns, and results and snapshots
-to and from row tuples (a record's descriptive fields as one JSON body; model plot and
-influencer results column by column, as they are filtered by their values)."""
+"""How both SQL stores keep results, snapshots and jobs as rows: the columns, the
+sortable ones, and each type to and from a row tuple (a record's descriptive fields as
+one JSON body; buckets, model plot and influencer results one field a column, as they
+are filtered and sorted by them)."""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import fields
+from operator import attrgetter
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import orjson
 
+from mljob_operator.engine import results
 from mljob_operator.engine.persistence import (
     BUCKET_SORTS,
     INFLUENCER_SORTS,
     MODEL_PLOT_SORTS,
     RECORD_SORTS,
     SNAPSHOT_SORTS,
+    JobRow,
     StoreError,
 )
-from mljob_operator.engine.results import (
-    BucketResult,
-    DataCounts,
-    Influence,
-    InfluencerResult,
-    ModelPlotResult,
-    ModelSizeStats,
-    ModelSnapshot,
-    RecordResult,
-)
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 BUCKET_SORT = {
     "timestamp": "timestamp_ms",
@@ -63,6 +63,10 @@ BUCKET_COLS = (
     "timestamp_ms, bucket_span, anomaly_score, initial_anomaly_score, raw_score, is_interim,"
     " event_count"
 )
+RECORD_COLS = (
+    "timestamp_ms, detector_index, probability, raw_score, record_score,"
+    " initial_record_score, is_interim, body"
+)
 MODEL_PLOT_COLS = (
     "timestamp_ms, bucket_span, detector_index, partition_field_name, partition_field_value,"
     " by_field_name, by_field_value, actual, model_median, model_lower, model_upper, is_interim"
@@ -73,9 +77,15 @@ INFLUENCER_COLS = (
 )
 RESULT_TABLES = ("buckets", "records", "model_plot", "influencers")
 """Every table of results: pruned, reverted and deleted together."""
+JOB_TABLES = ("wal", "snapshots", *RESULT_TABLES, "close_steps", "jobs")
+"""Every table with a job's rows, in the order a job's deletion empties them."""
 SNAPSHOT_COLS = (
     "snapshot_id, timestamp_ms, description, latest_record_ms, latest_result_ms, doc_count,"
     " size_bytes, retain, wal_seq, model_size_stats, data_counts"
+)
+JOB_COLS = (
+    "active_snapshot_id, intake_open, close_id, close_complete, data_counts, model_size_stats,"
+    " owner_uid"
 )
 
 
@@ -93,12 +103,50 @@ def sort_column(sort: str | None, allowed: dict[str, str]) -> str:
     return allowed[key]
 
 
-def bucket(row: tuple[Any, ...]) -> BucketResult:
-    return BucketResult(row[0], row[1], row[2], row[3], row[4], bool(row[5]), row[6])
+def json_text(value: Any) -> str:
+    """A JSON column's text (counts, stats, a close step's result)."""
+    return orjson.dumps(value).decode()
 
 
-def record_body(r: RecordResult) -> bytes:
-    return orjson.dumps(
+class Flat(Generic[T]):
+    """A result type kept one field a column, in its fields' order, is_interim among them;
+    `texts` names its free-text fields, which a store may keep other than as text."""
+
+    def __init__(self, cls: type[T], texts: tuple[str, ...] = ()) -> None:
+        names = [f.name for f in fields(cls)]
+        self._cls = cls
+        self._get = attrgetter(*names)
+        self._interim = names.index("is_interim")
+        self._texts = tuple(names.index(n) for n in texts)
+        self.texts = tuple(i + 1 for i in self._texts)
+        """The free-text positions in a `row`."""
+
+    def row(self, job_id: str, result: T) -> tuple[Any, ...]:
+        """job_id and the result's columns (is_interim as a bool) to write."""
+        return (job_id, *self._get(result))
+
+    def read(self, row: tuple[Any, ...]) -> T:
+        """The result from its columns (free text read back from bytes if kept so)."""
+        values = list(row)
+        values[self._interim] = bool(values[self._interim])
+        for i in self._texts:
+            value = values[i]
+            if value is not None and not isinstance(value, str):
+                values[i] = bytes(value).decode()
+        return self._cls(*values)
+
+
+BUCKET = Flat(results.BucketResult)
+MODEL_PLOT = Flat(
+    results.ModelPlotResult,
+    ("partition_field_name", "partition_field_value", "by_field_name", "by_field_value"),
+)
+INFLUENCER = Flat(results.InfluencerResult, ("influencer_field_name", "influencer_field_value"))
+
+
+def record_row(job_id: str, r: results.RecordResult) -> tuple[Any, ...]:
+    """job_id and the RECORD_COLS of one record."""
+    body = orjson.dumps(
         [
             r.bucket_span,
             r.function,
@@ -112,12 +160,23 @@ def record_body(r: RecordResult) -> bytes:
             [[i.field_name, list(i.field_values)] for i in r.influencers],
         ]
     )
+    return (
+        job_id,
+        r.timestamp,
+        r.detector_index,
+        r.probability,
+        r.raw_score,
+        r.record_score,
+        r.initial_record_score,
+        r.is_interim,
+        body,
+    )
 
 
-def record(row: tuple[Any, ...]) -> RecordResult:
+def record(row: tuple[Any, ...]) -> results.RecordResult:
     ts, det, prob, raw, score, initial, interim, body = row
     span, fn, fname, byn, byv, pn, pv, actual, typical, infl = orjson.loads(body)
-    return RecordResult(
+    return results.RecordResult(
         timestamp=ts,
         bucket_span=span,
         detector_index=det,
@@ -134,80 +193,31 @@ def record(row: tuple[Any, ...]) -> RecordResult:
         actual=tuple(actual),
         typical=tuple(typical),
         is_interim=bool(interim),
-        influencers=tuple(Influence(n, tuple(v)) for n, v in infl),
+        influencers=tuple(results.Influence(n, tuple(v)) for n, v in infl),
     )
 
 
-def model_plot_row(job_id: str, m: ModelPlotResult) -> tuple[Any, ...]:
-    """job_id and the MODEL_PLOT_COLS of one result (is_interim as a bool)."""
+def snapshot_row(job_id: str, s: results.ModelSnapshot, state: bytes) -> tuple[Any, ...]:
+    """job_id, the SNAPSHOT_COLS of one snapshot and its state."""
     return (
         job_id,
-        m.timestamp,
-        m.bucket_span,
-        m.detector_index,
-        m.partition_field_name,
-        m.partition_field_value,
-        m.by_field_name,
-        m.by_field_value,
-        m.actual,
-        m.model_median,
-        m.model_lower,
-        m.model_upper,
-        m.is_interim,
+        s.snapshot_id,
+        s.timestamp,
+        s.description,
+        s.latest_record_time_stamp,
+        s.latest_result_time_stamp,
+        s.snapshot_doc_count,
+        s.size_bytes,
+        s.retain,
+        s.wal_seq,
+        json_text(s.model_size_stats.to_dict()),
+        json_text(s.data_counts.to_dict()),
+        state,
     )
 
 
-def model_plot(row: tuple[Any, ...]) -> ModelPlotResult:
-    ts, span, det, pn, pv, bn, bv, actual, median, lower, upper, interim = row
-    return ModelPlotResult(
-        timestamp=ts,
-        bucket_span=span,
-        detector_index=det,
-        partition_field_name=pn,
-        partition_field_value=pv,
-        by_field_name=bn,
-        by_field_value=bv,
-        actual=actual,
-        model_median=median,
-        model_lower=lower,
-        model_upper=upper,
-        is_interim=bool(interim),
-    )
-
-
-def influencer_row(job_id: str, i: InfluencerResult) -> tuple[Any, ...]:
-    """job_id and the INFLUENCER_COLS of one result (is_interim as a bool)."""
-    return (
-        job_id,
-        i.timestamp,
-        i.bucket_span,
-        i.influencer_field_name,
-        i.influencer_field_value,
-        i.probability,
-        i.raw_score,
-        i.influencer_score,
-        i.initial_influencer_score,
-        i.is_interim,
-    )
-
-
-def influencer(row: tuple[Any, ...]) -> InfluencerResult:
-    ts, span, name, value, prob, raw, score, initial, interim = row
-    return InfluencerResult(
-        timestamp=ts,
-        bucket_span=span,
-        influencer_field_name=name,
-        influencer_field_value=value,
-        probability=prob,
-        raw_score=raw,
-        influencer_score=score,
-        initial_influencer_score=initial,
-        is_interim=bool(interim),
-    )
-
-
-def snapshot(row: tuple[Any, ...]) -> ModelSnapshot:
-    return ModelSnapshot(
+def snapshot(row: tuple[Any, ...]) -> results.ModelSnapshot:
+    return results.ModelSnapshot(
         snapshot_id=row[0],
         timestamp=row[1],
         description=row[2],
@@ -217,6 +227,20 @@ def snapshot(row: tuple[Any, ...]) -> ModelSnapshot:
         size_bytes=row[6],
         retain=bool(row[7]),
         wal_seq=row[8],
-        model_size_stats=ModelSizeStats.from_dict(orjson.loads(row[9])),
-        data_counts=DataCounts.from_dict(orjson.loads(row[10])),
+        model_size_stats=results.ModelSizeStats.from_dict(orjson.loads(row[9])),
+        data_counts=results.DataCounts.from_dict(orjson.loads(row[10])),
+    )
+
+
+def job(job_id: str, row: tuple[Any, ...]) -> JobRow:
+    """A job from its JOB_COLS."""
+    return JobRow(
+        job_id=job_id,
+        active_snapshot_id=row[0],
+        intake_open=bool(row[1]),
+        close_id=row[2],
+        close_complete=bool(row[3]),
+        data_counts=results.DataCounts.from_dict(orjson.loads(row[4])),
+        model_size_stats=results.ModelSizeStats.from_dict(orjson.loads(row[5])),
+        owner_uid=row[6],
     )
