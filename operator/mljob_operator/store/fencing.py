@@ -9,22 +9,22 @@ its own transaction, that the shard's epoch is still the one this replica took
 later commit of the old holder is refused). The new holder opens its jobs only after
 taking the epoch, so it replays everything the old holder committed.
 
-`FencedPostgresStore` is the PostgreSQL store with the check in its write transactions.
+`FencedPostgresStore` is the PostgreSQL store with the check first in the transaction of
+each commit and deletion of a job (the store's `_guard`).
 The table is this module's own (created if missing when leased mode starts), kept out
 of the store's versioned migrations: a single-replica store never has it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import threading
-from collections.abc import Iterator
-from typing import Any, cast
+from typing import Any
 
 import psycopg
 
-from mljob_operator.engine.persistence import CommitResult, StoreError, WriteBatch
+from mljob_operator.engine.persistence import StoreError
 from mljob_operator.store import postgres
+from mljob_operator.store.tx import Tx
 
 SETUP = """
 CREATE TABLE IF NOT EXISTS shard_epochs (
@@ -101,37 +101,6 @@ class ShardFence:
             )
 
 
-class _PinnedPool:
-    """The store's connection pool, except that a thread inside a fenced write gets that
-    write's connection back: the store's own transaction then nests (a savepoint) in the
-    one that checked the epoch, and both commit together."""
-
-    def __init__(self, pool: Any) -> None:
-        self._pool = pool
-        self._local = threading.local()
-
-    @contextlib.contextmanager
-    def connection(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
-        pinned = getattr(self._local, "conn", None)
-        if pinned is not None:
-            yield pinned
-            return
-        with self._pool.connection(*args, **kwargs) as conn:
-            yield conn
-
-    @contextlib.contextmanager
-    def pinned(self) -> Iterator[psycopg.Connection[Any]]:
-        with self._pool.connection() as conn:
-            self._local.conn = conn
-            try:
-                yield conn
-            finally:
-                self._local.conn = None
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._pool, name)
-
-
 class FencedPostgresStore(postgres.PostgresStore):
     """The PostgreSQL store of a replica in leased mode: a job's commit or deletion is
     refused (`FencedError`, so the engine's `StoreWriteError`) unless this replica holds
@@ -140,22 +109,14 @@ class FencedPostgresStore(postgres.PostgresStore):
     def __init__(self, url: str, fence: ShardFence, max_connections: int = 16) -> None:
         super().__init__(url, max_connections=max_connections)
         self.fence = fence
-        self._pinned = _PinnedPool(self._pool)
-        self._pool = cast(Any, self._pinned)
-        with self._pinned.pinned() as conn:
+        with self._pool.connection() as conn:
             fence.setup(conn)
 
     def take_shard(self, shard: int, holder: str) -> int:
         """Bump the shard's epoch for this replica; done before it opens any job."""
-        with self._pinned.pinned() as conn:
+        with self._pool.connection() as conn:
             return self.fence.take(conn, shard, holder)
 
-    def commit(self, job_id: str, batch: WriteBatch) -> CommitResult:
-        with self._pinned.pinned() as conn, conn.transaction():
-            self.fence.check(conn, job_id)
-            return super().commit(job_id, batch)
-
-    def delete_job(self, job_id: str) -> None:
-        with self._pinned.pinned() as conn, conn.transaction():
-            self.fence.check(conn, job_id)
-            super().delete_job(job_id)
+    def _guard(self, tx: Tx, job_id: str) -> None:
+        assert isinstance(tx, postgres.PgTx)
+        self.fence.check(tx.conn, job_id)
