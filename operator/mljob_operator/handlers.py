@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,9 +50,9 @@ from mljob_operator.watch_tolerance import install as tolerate_forbidden_watch
 log = logging.getLogger(__name__)
 
 SETTLED_RECHECK_S = 0.02
-SHARD_WAIT_S = 1.0
-"""How often a daemon of a job whose shard another replica holds looks again (a change
-of the shards held wakes it at once)."""
+SHARD_WAIT_S = 10.0
+"""How often a daemon of a job whose shard another replica holds looks again, as a
+safety net only: gaining a shard wakes it at once."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +93,8 @@ class Registry:
             if controller.status is not None:
                 yield controller.namespace, controller.name, controller.status
         for key, record in list(self.settled.items()):
+            if self.leases is not None and not self.holds(self.uids.get(key)):
+                continue  # reported by the replica holding it
             namespace, name = key.split("/", 1)
             yield namespace, name, record.status
 
@@ -371,6 +373,15 @@ def _has_work(body: kopf.Body, **_: Any) -> bool:
     return not settled_closed(body)
 
 
+async def _first(*waits: Awaitable[Any]) -> None:
+    tasks = [asyncio.ensure_future(wait) for wait in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=None, when=_has_work)
 async def reconcile(
     body: kopf.Body,
@@ -390,8 +401,8 @@ async def reconcile(
         return bool(stopped) or not registry.holds(uid)
 
     while not stopped:
-        if not registry.holds(uid):
-            await registry.shards_changed(SHARD_WAIT_S)
+        if not registry.holds(uid):  # until this replica gains the shard, or kopf stops us
+            await _first(registry.shards_changed(SHARD_WAIT_S), stopped.wait(SHARD_WAIT_S))
             continue
         controller = await registry.controller(namespace or "", name, uid)
         await controller.run(live_body, stop_running, _emitter(body))
@@ -417,7 +428,7 @@ async def changed(
     if registry is None or not name:
         return
     key = job_id(namespace or "", name)
-    if body.metadata.uid:
+    if registry.leases is not None and body.metadata.uid:
         registry.uids[key] = body.metadata.uid
     if not registry.holds(body.metadata.uid) and key not in registry.controllers:
         registry.remember_settled(key, body)  # held by another replica: its status only
