@@ -343,3 +343,34 @@ def test_a_close_cut_by_a_killed_replica_is_finished_by_another_with_one_snapsho
         store.close()
     assert [s.snapshot_id for s in snapshots] == [st["modelSnapshotId"]]
     assert st["dataCounts"]["processedRecordCount"] == len(records)
+
+
+def test_a_replica_stopped_on_purpose_hands_its_jobs_over_at_once(
+    control_plane: ControlPlane,
+    namespace: str,
+    operator_factory: Callable[..., OperatorProcess],
+    postgres: PostgresCluster,
+) -> None:
+    """A rolling update: SIGTERM hands the shards back, so the others take the jobs on
+    their next renewal instead of after a whole lease duration."""
+    cp, ns = control_plane, namespace
+    url = postgres.url(postgres.create_database("handover"))
+    ops = [operator_factory(MLJOB_STORE_URL=url) for _ in range(2)]
+    _spread(cp, ns, 2)
+    names = [f"job-{i}" for i in range(6)]
+    for name in names:
+        cp.kubectl("apply", "-n", ns, "-f", "-", input=mljob(name))
+    records = event_series(60)
+    for name in names:
+        wait_state(cp, ns, name, "opened")
+        _post_anywhere(ops[1], ns, name, ndjson(records[:30]))
+    leaving, staying = ops
+    moving = [n for n in names if _holder(cp, ns, n, ops) is leaving]
+    stopped_at = time.monotonic()
+    leaving.stop()
+    for name in moving:
+        _post_anywhere(staying, ns, name, ndjson(records[30:]))
+    handover_s = time.monotonic() - stopped_at
+    print(f"handover of {len(moving)} jobs after SIGTERM: {handover_s:.1f}s")
+    assert handover_s < LEASE_S, handover_s
+    assert set(_shard_holders(cp, ns).values()) == {_replica_id(staying)}
