@@ -1,9 +1,9 @@
-"""The chart's replicas: more than one needs the PostgreSQL store from a Secret (the
-template fails naming it otherwise); with it the Deployment runs leased (the URL from the
-Secret, the pod's name and namespace as replica id and Lease namespace, a rolling update,
-no volume claim) with a Role for Leases in the release namespace only; the default
-render (one replica on SQLite) has no Lease permission at all. Checked by a server-side
-dry run on the real apiserver."""
+"""The chart's replicas: more than one needs the PostgreSQL store from a Secret and one
+certificate for all (the template fails naming what is missing otherwise); with them the
+Deployment runs leased (the URL from the Secret, the pod's name and namespace as replica
+id and Lease namespace, a rolling update, no volume claim) with a Role for Leases in the
+release namespace only; the default render (one replica on SQLite) has no Lease
+permission at all. Checked by a server-side dry run on the real apiserver."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from devtools.controlplane import ControlPlane
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "mljob-operator"
 RELEASE = "mljob-operator"
-LEASED = ("replicaCount=3", "store.urlSecret.name=mljob-db-app")
+LEASED = ("replicaCount=3", "store.urlSecret.name=mljob-db-app", "tls.existingSecret=mljob-tls")
 
 
 def _render(cp: ControlPlane, namespace: str, *values: str, check: bool = True) -> Any:
@@ -42,13 +42,16 @@ def _objects(text: str) -> dict[tuple[str, str], dict[str, Any]]:
     return {(o["kind"], o["metadata"]["name"]): o for o in yaml.safe_load_all(text) if o}
 
 
-def test_replicas_without_the_postgresql_store_are_refused(
+def test_replicas_without_the_postgresql_store_or_a_shared_certificate_are_refused(
     control_plane: ControlPlane, namespace: str
 ) -> None:
     result = _render(control_plane, namespace, "replicaCount=2", check=False)
     assert result.returncode != 0
     assert "replicaCount > 1 needs the PostgreSQL store" in result.stderr
     assert "store.urlSecret.name" in result.stderr
+    result = _render(control_plane, namespace, *LEASED[:2], check=False)
+    assert result.returncode != 0
+    assert "needs one certificate for every replica" in result.stderr
 
 
 def test_the_leased_deployment_and_its_lease_role(

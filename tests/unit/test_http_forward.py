@@ -5,6 +5,8 @@ unreachable holder is a 503 with Retry-After; a call is forwarded at most once."
 from __future__ import annotations
 
 import asyncio
+import ssl
+from pathlib import Path
 
 import aiohttp
 from aiohttp import web
@@ -12,6 +14,7 @@ from aiohttp import web
 from devtools.processes import free_port
 from mljob_operator.http.errors import errors_as_json
 from mljob_operator.http.forward import FORWARDED_BY, Forwarder, needs_holder
+from mljob_operator.http.tls import generated_pair
 
 JOB = "/v1/namespaces/ns/mljobs/web"
 
@@ -90,3 +93,45 @@ async def _forwarding() -> None:
 
 def test_a_call_is_forwarded_to_the_holder_once() -> None:
     asyncio.run(_forwarding())
+
+
+async def _over_tls(shared: Path, other: Path) -> tuple[int, int]:
+    async def holder(request: web.Request) -> web.Response:
+        return web.json_response({"ok": True}, status=202)
+
+    cert, key = generated_pair(shared)
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    served.load_cert_chain(cert, key)
+    port = free_port()
+    back = web.Application()
+    back.router.add_post(f"{JOB}/data", holder)
+    runner = web.AppRunner(back)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=served).start()
+    codes = []
+    try:
+        for trusted in (cert, generated_pair(other)[0]):
+            forwarder = Forwarder(
+                Holders(f"127.0.0.1:{port}"), "a", Forwarder.peer_context(str(trusted))
+            )
+            front = web.Application(middlewares=[errors_as_json(1 << 20)])
+            front.middlewares.append(forwarder.middleware)
+            front_port = free_port()
+            front_runner = await _serve(front, front_port)
+            try:
+                async with aiohttp.ClientSession() as client:
+                    url = f"http://127.0.0.1:{front_port}{JOB}/data"
+                    async with client.post(url, data=b"{}") as answer:
+                        codes.append(answer.status)
+            finally:
+                await forwarder.close()
+                await front_runner.cleanup()
+    finally:
+        await runner.cleanup()
+    return codes[0], codes[1]
+
+
+def test_the_holder_must_serve_the_certificate_this_replica_serves(tmp_path: Path) -> None:
+    shared, foreign = asyncio.run(_over_tls(tmp_path / "shared", tmp_path / "other"))
+    assert shared == 202
+    assert foreign == 503  # another pair: refused, never sent the token
