@@ -76,13 +76,14 @@ def _write_results(tx: Tx, job_id: str, b: WriteBatch) -> None:
         for table in RESULT_TABLES[1:]:
             tx.delete_in(table, "timestamp_ms", job_id, stamps)
         tx.many(_UPSERT_BUCKETS, [BUCKET.row(job_id, x) for x in b.buckets])
+    # rows as generators: each is built as the database takes it
     if b.records:
-        tx.insert("records", RECORD_COLS, [record_row(job_id, r) for r in b.records])
+        tx.insert("records", RECORD_COLS, (record_row(job_id, r) for r in b.records))
     if b.model_plot:
-        rows = [MODEL_PLOT.row(job_id, m) for m in b.model_plot]
+        rows = (MODEL_PLOT.row(job_id, m) for m in b.model_plot)
         tx.insert("model_plot", MODEL_PLOT_COLS, rows, MODEL_PLOT.texts)
     if b.influencers:
-        rows = [INFLUENCER.row(job_id, i) for i in b.influencers]
+        rows = (INFLUENCER.row(job_id, i) for i in b.influencers)
         tx.insert("influencers", INFLUENCER_COLS, rows, INFLUENCER.texts)
 
 

@@ -148,13 +148,11 @@ class PgTx(Tx):
         self.conn.execute(sql)
 
     def insert(
-        self, table: str, columns: str, rows: Sequence[Sequence[Any]], texts: Sequence[int] = ()
+        self, table: str, columns: str, rows: Iterable[Sequence[Any]], texts: Sequence[int] = ()
     ) -> None:
         with self.conn.cursor().copy(f"COPY {table} (job_id, {columns}) FROM STDIN") as copy:
             for row in rows:
-                copy.write_row(
-                    [self.text(v) if i in texts else v for i, v in enumerate(row)] if texts else row
-                )
+                copy.write_row(_bytea(row, texts) if texts else row)
 
     def delete_in(self, table: str, column: str, job_id: str, values: Sequence[Any]) -> int:
         return self.run(
@@ -225,6 +223,15 @@ class PostgresStore(SqlStore):
     def _stream(self, sql: str, args: tuple[Any, ...]) -> Iterable[tuple[Any, ...]]:
         with self._read() as tx:
             return tx.all(sql, args)
+
+
+def _bytea(row: Sequence[Any], texts: Sequence[int]) -> list[Any]:
+    """`row` with its text at `texts` as UTF-8 bytes."""
+    out = list(row)
+    for i in texts:
+        if out[i] is not None:
+            out[i] = out[i].encode()
+    return out
 
 
 def describe(url: str) -> str:

@@ -59,7 +59,7 @@ class Tx:
     def all(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return list(self.conn.execute(self._sql(sql), args).fetchall())
 
-    def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+    def many(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
         """Executes one statement for each of `rows`; the rows changed in all."""
         cur: Cursor = self.conn.cursor()
         cur.executemany(self._sql(sql), rows)
@@ -72,7 +72,7 @@ class Tx:
                 self.conn.execute(statement, ())
 
     def insert(
-        self, table: str, columns: str, rows: Sequence[Sequence[Any]], texts: Sequence[int] = ()
+        self, table: str, columns: str, rows: Iterable[Sequence[Any]], texts: Sequence[int] = ()
     ) -> None:
         """Appends `rows` (job_id, then `columns`) to `table`; `texts` are the positions of
         model plot or influencer field names and values in a row (see `text`)."""
