@@ -5,9 +5,9 @@ The stores' SQL is written once (`store.sql`, `store.commit`) with SQLite's `?`
 placeholders; a PostgreSQL `Tx` turns them into `%s` (`_sql`). What the two databases do
 in different ways is a method here, overridden by the PostgreSQL one: a bulk insert
 (`executemany`, or COPY), a statement over a list of keys (one execution a key, or one
-`= ANY(array)`), a migration script (one statement at a time, or whole), and how a model
-plot or influencer field name or value is bound (as text, or as UTF-8 bytea: a value may
-hold NUL, which PostgreSQL text cannot).
+with arrays: `= ANY(...)`, `unnest(...)`), a migration script (one statement at a time,
+or whole), and how a model plot or influencer field name or value is bound (as text, or
+as UTF-8 bytea: a value may hold NUL, which PostgreSQL text cannot).
 """
 
 from __future__ import annotations
@@ -19,10 +19,6 @@ from typing import Any, Protocol
 class Cursor(Protocol):
     @property
     def rowcount(self) -> int: ...
-
-    def fetchone(self) -> Any: ...
-
-    def fetchall(self) -> list[Any]: ...
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]], /) -> object: ...
 
