@@ -161,10 +161,16 @@ class Registry:
             self.settled[key] = SettledJob(status, controller.latest_scores)
         await self.runtime.release(key)
 
-    def holder_of(self, namespace: str, name: str) -> str | None:
-        """The address of the other replica holding this job (None: this one, or none)."""
+    def held_here(self, namespace: str, name: str) -> bool:
+        """Whether this replica answers for the job: it holds it, or no MLJob of that
+        name was seen (the data API then answers 404 itself)."""
         uid = self.uids.get(job_id(namespace, name))
-        if self.leases is None or uid is None or self.holds(uid):
+        return uid is None or self.holds(uid)
+
+    def holder_of(self, namespace: str, name: str) -> str | None:
+        """The address of the other replica holding this job (None: nobody right now)."""
+        uid = self.uids.get(job_id(namespace, name))
+        if self.leases is None or uid is None:
             return None
         return self.leases.holder_address(uid)
 

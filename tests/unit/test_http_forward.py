@@ -1,6 +1,7 @@
 """Which data API calls go to the job's holder, and a forwarded call over real HTTP on
 loopback: it carries the caller's token and comes back with the holder's answer; an
-unreachable holder is a 503 with Retry-After; a call is forwarded at most once."""
+unreachable holder, or none while a shard is taken over, is a 503 with Retry-After; a
+call is forwarded at most once."""
 
 from __future__ import annotations
 
@@ -29,11 +30,16 @@ def test_engine_calls_need_the_holder_and_store_reads_do_not() -> None:
 
 
 class Holders:
+    """ns/web is held by the replica at `address` (None: by nobody right now)."""
+
     def __init__(self, address: str | None) -> None:
         self.address = address
 
+    def held_here(self, namespace: str, name: str) -> bool:
+        return (namespace, name) != ("ns", "web")
+
     def holder_of(self, namespace: str, name: str) -> str | None:
-        return self.address if (namespace, name) == ("ns", "web") else None
+        return self.address
 
 
 async def _serve(app: web.Application, port: int) -> web.AppRunner:
@@ -85,6 +91,10 @@ async def _forwarding() -> None:
                 assert r.status == 503
                 assert r.headers["Retry-After"] == "2"
                 assert "did not answer" in (await r.json())["error"]["message"]
+            forwarder.holders = Holders(None)  # expired, not yet taken over
+            async with client.post(f"{url}/data", data=b"{}", headers=auth) as r:
+                assert r.status == 503
+                assert "no replica holds MLJob ns/web" in (await r.json())["error"]["message"]
     finally:
         await forwarder.close()
         for runner in runners:

@@ -35,9 +35,12 @@ TIMEOUT_S = 300.0
 
 
 class Holders(Protocol):
+    def held_here(self, namespace: str, name: str) -> bool:
+        """Whether this replica answers for the job (it holds it, or the job is unknown
+        and the answer is a 404 anyway)."""
+
     def holder_of(self, namespace: str, name: str) -> str | None:
-        """`host:port` of the other replica holding the job; None when this one does,
-        nobody does, or the job is unknown (then it is answered here)."""
+        """`host:port` of the other replica holding the job (None: nobody right now)."""
 
 
 def needs_holder(method: str, rest: str) -> bool:
@@ -64,7 +67,17 @@ class Forwarder:
         match = JOB_CALL.match(request.path)
         if match is None or not needs_holder(request.method, match["rest"]):
             return None
-        return self.holders.holder_of(match["namespace"], match["name"])
+        namespace, name = match["namespace"], match["name"]
+        if self.holders.held_here(namespace, name):
+            return None
+        holder = self.holders.holder_of(namespace, name)
+        if holder is None:
+            raise Unavailable(
+                f"no replica holds MLJob {namespace}/{name} right now (its shard is being"
+                f" taken over); retry in {RETRY_AFTER_S}s",
+                {"Retry-After": str(RETRY_AFTER_S)},
+            )
+        return holder
 
     @web.middleware
     async def middleware(
