@@ -123,7 +123,7 @@ class OperatorSettings:
             replica_id=values.get("MLJOB_REPLICA_ID") or socket.gethostname(),
             namespace=values.get("MLJOB_NAMESPACE") or _own_namespace(),
             shards=_shards(values.get("MLJOB_REPLICAS_SHARDS", ""), url),
-            lease_duration_s=float(values.get("MLJOB_LEASE_DURATION", "15")),
+            lease_duration_s=_lease_duration(values.get("MLJOB_LEASE_DURATION", "15")),
             advertise_addr=values.get("MLJOB_ADVERTISE_ADDR")
             or f"{values.get('MLJOB_POD_IP') or _advertised_host(host)}:{port}",
         )
@@ -183,6 +183,21 @@ def _shards(value: str, url: str | None) -> int:
     if shards < 1:
         raise ValueError(f"MLJOB_REPLICAS_SHARDS must be a positive number, got {value!r}")
     return shards
+
+
+MIN_LEASE_S = 3.0
+
+
+def _lease_duration(value: str) -> float:
+    """Seconds; at least MIN_LEASE_S (renewals come every third of it, and a replica stops
+    acting on a shard a fifth of it before anyone may take it)."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ValueError(f"MLJOB_LEASE_DURATION must be seconds, got {value!r}") from None
+    if not seconds >= MIN_LEASE_S:
+        raise ValueError(f"MLJOB_LEASE_DURATION must be at least {MIN_LEASE_S:g} s, got {value!r}")
+    return seconds
 
 
 def _own_namespace() -> str:

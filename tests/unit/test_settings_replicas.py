@@ -41,3 +41,9 @@ def test_the_advertised_address_is_the_pod_ip_and_the_listen_port() -> None:
 
 def test_the_namespace_is_given_or_defaults() -> None:
     assert OperatorSettings.from_env({**PG, "MLJOB_NAMESPACE": "ops"}).namespace == "ops"
+
+
+@pytest.mark.parametrize("value", ["0", "1.5", "nan", "soon"])
+def test_a_lease_duration_too_short_or_not_a_number_is_refused(value: str) -> None:
+    with pytest.raises(ValueError, match="MLJOB_LEASE_DURATION"):
+        OperatorSettings.from_env({**PG, "MLJOB_LEASE_DURATION": value})
