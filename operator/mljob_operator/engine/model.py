@@ -1,8 +1,14 @@
 """The per-series online model, vectorised over every series of a detector.
 
 Each series is one row of a float64 matrix: an update count, a level, three exponentially
-weighted residual variances (level only, +daily, +daily+weekly) and Fourier coefficients
-of the daily and weekly cycles. A bucket scores every series at once with the state from
+weighted residual variances (level only, +daily, +daily+weekly), the daily cycle and the
+Fourier coefficients of the weekly cycle. With buckets of 15 minutes or less the daily
+cycle is a profile of half-hour bins, linearly interpolated, because operational days are
+sharp (a load that switches on at nine and off at six): a few harmonics ring around such
+steps, the misfit inflates the residual variance of every bucket, and a missing or flat
+day then scores no higher than an ordinary transition. Longer buckets, where a bin would
+hold a single bucket a day, and models restored from snapshots taken before the profile,
+use up to 4 daily harmonics. A bucket scores every series at once with the state from
 before that bucket (no look-ahead), then updates it. The prediction uses a seasonal
 component only once two full periods were seen and it cuts the residual variance
 clearly: that is the periodicity test, and it keeps noise from being fitted as a cycle.
@@ -36,6 +42,7 @@ SHIFT_RUN = 6
 SEASONAL_GAIN = (0.85, 0.9)
 VARIANCE_RATE = 0.02
 MAX_RAW = 300.0
+DAILY_BINS = 48
 TAIL_Z = 12.0
 TAIL_POWER = 48.0
 """Residuals are normal up to TAIL_Z sigmas and heavy-tailed beyond: past it -log10 p grows
@@ -90,6 +97,19 @@ def heavy_tail(z: F64) -> tuple[F64, F64]:
     return p, raw
 
 
+def daily_bins(bucket_span_s: int) -> int:
+    """Bins of the daily profile for this span: 0 (harmonics) unless each bin gets 2+ buckets."""
+    return DAILY_BINS if DAY_S / bucket_span_s >= 2 * DAILY_BINS else 0
+
+
+def _profile_pair(t_s: int, bins: int) -> tuple[int, int, float, float]:
+    """The two bins whose centres enclose t, and their linear interpolation weights."""
+    phase = (t_s % DAY_S) / DAY_S * bins - 0.5
+    j = math.floor(phase)
+    f = phase - j
+    return j % bins, (j + 1) % bins, 1.0 - f, f
+
+
 def _basis(t_s: int, period_s: int, k: int) -> F64:
     theta = 2.0 * math.pi * (t_s % period_s) / period_s
     ks = np.arange(1, k + 1, dtype=np.float64) * theta
@@ -99,11 +119,14 @@ def _basis(t_s: int, period_s: int, k: int) -> F64:
 class SeriesModel:
     """State of all series of one detector; rows are series indices."""
 
-    def __init__(self, bucket_span_s: int, *, count_like: bool, side: Side) -> None:
+    def __init__(
+        self, bucket_span_s: int, *, count_like: bool, side: Side, bins: int | None = None
+    ) -> None:
         self.bucket_span_s = bucket_span_s
         self.count_like = count_like
         self.side = side
-        self.kd = harmonics(DAY_S, bucket_span_s, 4)
+        self.bins = daily_bins(bucket_span_s) if bins is None else bins
+        self.kd = self.bins // 2 if self.bins else harmonics(DAY_S, bucket_span_s, 4)
         self.kw = harmonics(WEEK_S, bucket_span_s, 3)
         self.per_day = DAY_S / bucket_span_s
         self.per_week = WEEK_S / bucket_span_s
@@ -117,10 +140,17 @@ class SeriesModel:
         self.size = 0
         self._basis_at = -1
         self._basis: tuple[F64, F64] = (np.zeros(0), np.zeros(0))
+        self._pair = (0, 0, 0.0, 0.0)
 
     def _bases(self, t_s: int) -> tuple[F64, F64]:
         if self._basis_at != t_s:
-            self._basis = (_basis(t_s, DAY_S, self.kd), _basis(t_s, WEEK_S, self.kw))
+            if self.bins:
+                j0, j1, f0, f1 = _profile_pair(t_s, self.bins)
+                self._pair = (self.d0 + j0, self.d0 + j1, f0, f1)
+                daily = np.zeros(0)
+            else:
+                daily = _basis(t_s, DAY_S, self.kd)
+            self._basis = (daily, _basis(t_s, WEEK_S, self.kw))
             self._basis_at = t_s
         return self._basis
 
@@ -145,7 +175,11 @@ class SeriesModel:
         level = s[:, LEVEL]
         zero = np.zeros_like(level)
         bd, bw = self._bases(t_s)
-        sd = s[:, self.d0 : self.w0] @ bd if self.kd else zero
+        if self.bins:
+            c0, c1, f0, f1 = self._pair
+            sd = s[:, c0] * f0 + s[:, c1] * f1
+        else:
+            sd = s[:, self.d0 : self.w0] @ bd if self.kd else zero
         sw = s[:, self.w0 :] @ bw if self.kw else zero
         ev = s[:, EV0].copy()
         use_d = zero
@@ -222,7 +256,13 @@ class SeriesModel:
             clipped = np.clip(resid, -bound, bound)
             out[:, col] = np.where(shifted, old, old + a_var * (clipped * clipped - old))
         out[:, RUN] = run
-        if self.kd:
+        if self.bins:
+            a_bin = np.maximum(self.bins / (n + self.bins), self.bins * self.daily_rate)
+            c0, c1, f0, f1 = self._pair
+            gain = a_bin * (xc - new_level - sw_sel - sd)
+            out[:, c0] += gain * f0
+            out[:, c1] += gain * f1
+        elif self.kd:
             a = np.maximum(inv, self.daily_rate)[:, None]
             target = 2.0 * (xc - new_level - sw_sel)[:, None] * self._bases(t_s)[0][None, :]
             out[:, self.d0 : self.w0] += a * (target - out[:, self.d0 : self.w0])

@@ -3,7 +3,9 @@
 Per-series state is the bulk of a snapshot, so it is stored as raw float64 columns,
 byte-shuffled (the exponent bytes of neighbouring values then sit together and compress
 well) and zlib-compressed; labels, counts, normalisers and open buckets go in a small JSON
-header. float64 keeps a restored model bit-identical to the one that was saved.
+header. float64 keeps a restored model bit-identical to the one that was saved. A detector's
+header names the bins of its daily profile; a snapshot from before the profile names none
+and restores its daily harmonics, so an upgraded job goes on exactly as it would have.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from mljob_operator.engine.analyzer import Analyzer, LabelTable
 from mljob_operator.engine.buckets import BucketAgg
 from mljob_operator.engine.config import JobConfig
 from mljob_operator.engine.errors import ConfigError
+from mljob_operator.engine.model import SeriesModel
 from mljob_operator.engine.results import DataCounts
 from mljob_operator.engine.scoring import ScoreScale
 
@@ -51,6 +54,7 @@ def encode(an: Analyzer, level: int = 6) -> bytes:
             {
                 "function": d.cfg.function,
                 "columns": d.model.columns,
+                "bins": d.model.bins,
                 "open": [[b, agg.to_json()] for b, agg in sorted(d.open.items())],
             }
         )
@@ -106,6 +110,10 @@ def decode(blob: bytes, config: JobConfig) -> Analyzer:
     an.record_norm.restore(meta["norm"][1])
     an.applied = (ScoreScale(*meta["applied"][0]), ScoreScale(*meta["applied"][1]))
     for d, dm in zip(an.detectors, meta["detectors"], strict=True):
+        bins = dm.get("bins", 0)
+        if bins != d.model.bins:
+            m = d.model
+            d.model = SeriesModel(m.bucket_span_s, count_like=m.count_like, side=m.side, bins=bins)
         if dm["columns"] != d.model.columns:
             raise ConfigError("the bucket span does not match the model snapshot")
         d.model.load(arrays[f"m{d.index}"].T)
