@@ -33,6 +33,7 @@ from mljob_operator.engine.config import DetectorConfig, JobConfig
 from mljob_operator.engine.errors import ConfigError, StoreWriteError
 from mljob_operator.engine.job import Job, JobNotClosedError, revert_to_snapshot
 from mljob_operator.engine.persistence import (
+    BucketSummary,
     ModelPlotQuery,
     ResultsQuery,
     SnapshotQuery,
@@ -404,6 +405,10 @@ class JobRuntime:
     async def influencers(self, job_id: str, query: ResultsQuery) -> api.InfluencerPage:
         count, items = await self._read(self._store.query_influencers, job_id, query)
         return api.InfluencerPage(count=count, influencers=[to_api.influencer(i) for i in items])
+
+    async def bucket_summaries(self, job_ids: list[str]) -> dict[str, BucketSummary]:
+        """The bucket count and highest score of several jobs in one store read."""
+        return await self._read(self._store.bucket_summaries, job_ids)
 
     async def snapshots(self, job_id: str, query: SnapshotQuery) -> api.ModelSnapshotPage:
         count, items = await self._read(self._store.list_snapshots, job_id, query)

@@ -12,6 +12,7 @@ import pytest
 
 from mljob_operator import engine_to_api
 from mljob_operator.engine import DetectorConfig, Job, JobConfig
+from mljob_operator.engine.persistence import BucketSummary
 from mljob_operator.engine.results import BucketResult
 from mljob_operator.store import ResultsQuery, SQLiteStore, Store, StoreError, WriteBatch
 from mljob_operator.store.sqlite import MIGRATIONS
@@ -163,3 +164,25 @@ def test_the_log_reads_back_in_order_from_any_point(store: Store) -> None:
     store.commit("log", WriteBatch(truncate_wal_through=after))
     assert [e.seq for e in store.wal_entries("log", 0)] == [e.seq for e in entries[41:]]
     assert store.last_wal_seq("log") == entries[-1].seq
+
+
+def test_bucket_summaries_of_many_jobs_match_their_own_queries(store: Store) -> None:
+    store.commit("ns/a", WriteBatch(buckets=_buckets(30)))
+    store.commit("ns/b", WriteBatch(buckets=_buckets(3)))  # its highest is its interim bucket
+    store.commit("ns/it's", WriteBatch(buckets=_buckets(1)))
+    store.commit("other/a", WriteBatch(buckets=_buckets(5)))
+    store.ensure_job("ns/empty")
+    asked = ["ns/a", "ns/b", "ns/it's", "ns/empty", "ns/unknown"]
+    summaries = store.bucket_summaries(asked)
+    assert summaries == {
+        "ns/a": BucketSummary(30, 6.0),
+        "ns/b": BucketSummary(3, 2.0),
+        "ns/it's": BucketSummary(1, 0.0),
+    }, "one row a job with buckets; jobs not asked about and jobs without buckets left out"
+    top = ResultsQuery(sort="anomaly_score", desc=True, size=1)
+    for job_id, summary in summaries.items():
+        count, best = store.query_buckets(job_id, top)
+        assert (count, best[0].anomaly_score) == (summary.count, summary.max_score)
+    assert store.bucket_summaries([]) == {}
+    many = [f"ns/j{i}" for i in range(500)]
+    assert store.bucket_summaries(many) == {}, "a page of the largest size is one statement"

@@ -10,7 +10,7 @@ every engine test on each store.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -171,6 +171,15 @@ class SnapshotQuery:
 
 
 @dataclass(frozen=True, slots=True)
+class BucketSummary:
+    """What a jobs table shows of one job's bucket results: how many are stored and the
+    highest anomaly score among them (interim included)."""
+
+    count: int
+    max_score: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class CommitResult:
     wal_seq: int | None
     results_deleted: int = 0
@@ -219,5 +228,10 @@ class Store(Protocol):
     def query_influencers(
         self, job_id: str, query: ResultsQuery | None = None
     ) -> tuple[int, list[InfluencerResult]]: ...
+    def bucket_summaries(self, job_ids: Sequence[str]) -> dict[str, BucketSummary]:
+        """The bucket figures of each of `job_ids` in one query; a job without buckets
+        (or unknown to the store) is left out."""
+        ...
+
     def latest_bucket_ms(self, job_id: str) -> int | None: ...
     def count_results_before(self, job_id: str, before_ms: int) -> int: ...

@@ -12,7 +12,7 @@ order.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -300,6 +300,22 @@ class SqlStore(ABC):
         self, job_id: str, query: port.ResultsQuery | None = None
     ) -> tuple[int, list[InfluencerResult]]:
         return self._results(INFLUENCERS, job_id, query or port.ResultsQuery())
+
+    def bucket_summaries(self, job_ids: Sequence[str]) -> dict[str, port.BucketSummary]:
+        """One grouped query for a page of jobs (a jobs table), never one per job."""
+        if not job_ids:
+            return {}
+        marks = ", ".join("?" * len(job_ids))
+        with self._read() as tx:
+            found = tx.all(
+                "SELECT job_id, COUNT(*), MAX(anomaly_score) FROM buckets"
+                f" WHERE job_id IN ({marks}) GROUP BY job_id",
+                list(job_ids),
+            )
+        return {
+            str(job_id): port.BucketSummary(int(count), None if top is None else float(top))
+            for job_id, count, top in found
+        }
 
     def latest_bucket_ms(self, job_id: str) -> int | None:
         with self._read() as tx:
