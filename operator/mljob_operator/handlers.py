@@ -311,6 +311,17 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         registry.leases = _shard_leases(op, kube, store, fence)
         registry.leases.start()
 
+    ssl_context = None
+    if op.tls_enabled:
+        cert, key = op.tls_cert, op.tls_key
+        if cert is None or key is None:
+            cert, key = generated_pair(op.data_dir / "tls", op.tls_names)
+        ssl_context = ReloadingContext(cert, key).listener
+    if registry.leases is not None:
+        peers = None
+        if op.tls_enabled:
+            peers = Forwarder.peer_context(str(op.tls_cert or op.data_dir / "tls" / "tls.crt"))
+        registry.forwarder = Forwarder(registry, op.replica_id, peers)
     api = DataApi(
         registry.runtime,
         Authorizer(registry.kube, sign_in_failures=SignInFailures(op.sign_in_failures_per_minute)),
@@ -318,21 +329,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         registry,
         op.max_body_bytes,
         ApiLimits(IngestBudget(op.ingest_budget_bytes), WaiterLimit(op.waiters_per_user)),
+        forwarder=registry.forwarder,
     )
-    ssl_context = None
-    if op.tls_enabled:
-        cert, key = op.tls_cert, op.tls_key
-        if cert is None or key is None:
-            cert, key = generated_pair(op.data_dir / "tls", op.tls_names)
-        ssl_context = ReloadingContext(cert, key).listener
-    app = api.app()
-    if registry.leases is not None:
-        peers = None
-        if op.tls_enabled:
-            peers = Forwarder.peer_context(str(op.tls_cert or op.data_dir / "tls" / "tls.crt"))
-        registry.forwarder = Forwarder(registry, op.replica_id, peers)
-        app.middlewares.append(registry.forwarder.middleware)
-    registry.http = await start_server(app, op.http_host, op.http_port, ssl_context)
+    registry.http = await start_server(api.app(), op.http_host, op.http_port, ssl_context)
     if op.metrics_addr is not None:
         metrics.watch_jobs(
             registry.statuses,

@@ -1,7 +1,7 @@
 """Which data API calls go to the job's holder, and a forwarded call over real HTTP on
-loopback: it carries the caller's token and comes back with the holder's answer; an
-unreachable holder, or none while a shard is taken over, is a 503 with Retry-After; a
-call is forwarded at most once."""
+loopback: only an authenticated, authorized call within the ingest budget is sent on; it
+carries the caller's token and comes back with the holder's answer; an unreachable
+holder, or none while a shard is taken over, is a 503 with Retry-After."""
 
 from __future__ import annotations
 
@@ -13,20 +13,27 @@ import aiohttp
 from aiohttp import web
 
 from devtools.processes import free_port
-from mljob_operator.http.errors import errors_as_json
+from mljob_operator.http.auth import Authorizer
+from mljob_operator.http.desired import StateRequests
 from mljob_operator.http.forward import FORWARDED_BY, Forwarder, needs_holder
+from mljob_operator.http.limits import IngestBudget, WaiterLimit
+from mljob_operator.http.server import ApiLimits, DataApi
 from mljob_operator.http.tls import generated_pair
+from mljob_operator.runtime import JobRuntime
+from mljob_operator.store import open_store
+from tests.unit.test_http_server import Jobs, NoJobs, Reviews
 
 JOB = "/v1/namespaces/ns/mljobs/web"
 
 
 def test_engine_calls_need_the_holder_and_store_reads_do_not() -> None:
     assert needs_holder("POST", "data")
-    assert needs_holder("POST", "close")
     assert needs_holder("GET", "stats")
     assert needs_holder("DELETE", "modelsnapshots/123")
     assert not needs_holder("GET", "results/buckets")
     assert not needs_holder("GET", "modelsnapshots")
+    assert not needs_holder("POST", "open")  # through the apiserver, waited on here
+    assert not needs_holder("POST", "close")
 
 
 class Holders:
@@ -49,7 +56,20 @@ async def _serve(app: web.Application, port: int) -> web.AppRunner:
     return runner
 
 
-async def _forwarding() -> None:
+def _front(tmp_path: Path, forwarder: Forwarder, budget: IngestBudget) -> DataApi:
+    """This replica's data API: ns/web exists here, its shard is held by another."""
+    return DataApi(
+        JobRuntime(open_store(tmp_path)),
+        Authorizer(Reviews()),
+        StateRequests(NoJobs()),
+        Jobs({("ns", "web")}),
+        max_body_bytes=1024,
+        limits=ApiLimits(budget, WaiterLimit(4)),
+        forwarder=forwarder,
+    )
+
+
+async def _forwarding(tmp_path: Path) -> None:
     seen: list[tuple[str | None, str | None, bytes]] = []
 
     async def holder(request: web.Request) -> web.Response:
@@ -62,30 +82,35 @@ async def _forwarding() -> None:
         )
         return web.json_response({"processedRecordCount": 3}, status=202)
 
-    async def local(request: web.Request) -> web.Response:
-        return web.json_response({"answered": "here"})
-
     holder_port, front_port, dead_port = free_port(), free_port(), free_port()
     back = web.Application()
     back.router.add_post(f"{JOB}/data", holder)
     forwarder = Forwarder(Holders(f"127.0.0.1:{holder_port}"), "replica-a", None)
-    front = web.Application(middlewares=[errors_as_json(1 << 20)])
-    front.middlewares.append(forwarder.middleware)
-    front.router.add_post(f"{JOB}/data", local)
-    front.router.add_get(f"{JOB}/results/buckets", local)
-    runners = [await _serve(back, holder_port), await _serve(front, front_port)]
+    budget = IngestBudget(64)
+    api = _front(tmp_path, forwarder, budget)
+    runners = [await _serve(back, holder_port), await _serve(api.app(), front_port)]
     try:
         async with aiohttp.ClientSession() as client:
             url = f"http://127.0.0.1:{front_port}{JOB}"
-            auth = {"Authorization": "Bearer t0ken"}
+            auth = {"Authorization": "Bearer editor"}
+            for headers in ({}, {"Authorization": "Bearer nobody"}):
+                async with client.post(f"{url}/data", data=b'{"time":1}', headers=headers) as r:
+                    assert r.status == 401  # authenticated here, before anything is sent on
+            async with client.post(
+                f"{url}/data", data=b"{}", headers={"Authorization": "Bearer viewer"}
+            ) as r:
+                assert r.status == 403
+            assert seen == []
             async with client.post(f"{url}/data", data=b'{"time":1}', headers=auth) as r:
                 assert (r.status, await r.json()) == (202, {"processedRecordCount": 3})
-            assert seen == [("Bearer t0ken", "replica-a", b'{"time":1}')]
+            assert seen == [("Bearer editor", "replica-a", b'{"time":1}')]
+            assert budget.in_flight == 0
+            with budget.reserve(60):  # other posts hold the ingest budget: refused here
+                async with client.post(f"{url}/data", data=b'{"time":2}', headers=auth) as r:
+                    assert (r.status, r.headers["Retry-After"]) == (429, "1")
+            assert len(seen) == 1
             async with client.get(f"{url}/results/buckets", headers=auth) as r:
-                assert await r.json() == {"answered": "here"}
-            again = {**auth, FORWARDED_BY: "replica-b"}
-            async with client.post(f"{url}/data", data=b"{}", headers=again) as r:
-                assert await r.json() == {"answered": "here"}
+                assert (r.status, await r.json()) == (200, {"count": 0, "buckets": []})
             forwarder.holders = Holders(f"127.0.0.1:{dead_port}")
             async with client.post(f"{url}/data", data=b"{}", headers=auth) as r:
                 assert r.status == 503
@@ -99,17 +124,20 @@ async def _forwarding() -> None:
         await forwarder.close()
         for runner in runners:
             await runner.cleanup()
+        api.runtime.close()
 
 
-def test_a_call_is_forwarded_to_the_holder_once() -> None:
-    asyncio.run(_forwarding())
+def test_a_call_is_forwarded_only_once_authorized_and_within_the_ingest_budget(
+    tmp_path: Path,
+) -> None:
+    asyncio.run(_forwarding(tmp_path))
 
 
-async def _over_tls(shared: Path, other: Path) -> tuple[int, int]:
+async def _over_tls(tmp_path: Path) -> tuple[int, int]:
     async def holder(request: web.Request) -> web.Response:
         return web.json_response({"ok": True}, status=202)
 
-    cert, key = generated_pair(shared)
+    cert, key = generated_pair(tmp_path / "shared")
     served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     served.load_cert_chain(cert, key)
     port = free_port()
@@ -120,28 +148,29 @@ async def _over_tls(shared: Path, other: Path) -> tuple[int, int]:
     await web.TCPSite(runner, "127.0.0.1", port, ssl_context=served).start()
     codes = []
     try:
-        for trusted in (cert, generated_pair(other)[0]):
+        for n, trusted in enumerate((cert, generated_pair(tmp_path / "other")[0])):
             forwarder = Forwarder(
                 Holders(f"127.0.0.1:{port}"), "a", Forwarder.peer_context(str(trusted))
             )
-            front = web.Application(middlewares=[errors_as_json(1 << 20)])
-            front.middlewares.append(forwarder.middleware)
+            api = _front(tmp_path / f"store-{n}", forwarder, IngestBudget(1 << 20))
             front_port = free_port()
-            front_runner = await _serve(front, front_port)
+            front_runner = await _serve(api.app(), front_port)
             try:
                 async with aiohttp.ClientSession() as client:
                     url = f"http://127.0.0.1:{front_port}{JOB}/data"
-                    async with client.post(url, data=b"{}") as answer:
+                    auth = {"Authorization": "Bearer editor"}
+                    async with client.post(url, data=b"{}", headers=auth) as answer:
                         codes.append(answer.status)
             finally:
                 await forwarder.close()
                 await front_runner.cleanup()
+                api.runtime.close()
     finally:
         await runner.cleanup()
     return codes[0], codes[1]
 
 
 def test_the_holder_must_serve_the_certificate_this_replica_serves(tmp_path: Path) -> None:
-    shared, foreign = asyncio.run(_over_tls(tmp_path / "shared", tmp_path / "other"))
+    shared, foreign = asyncio.run(_over_tls(tmp_path))
     assert shared == 202
     assert foreign == 503  # another pair: refused, never sent the token

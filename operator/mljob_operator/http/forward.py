@@ -1,14 +1,21 @@
 """Forwarding a job's call to the replica that holds it (leased mode), so clients keep one
 Service address whichever replica answers.
 
-Calls that need the job's engine or write for it (data, flush, open, close, stats,
-snapshot changes: every per-job call but a GET of results or snapshots, which any
-replica serves from the shared store) go to the holder's address, published on its
-shard Lease. The holder authenticates and authorizes the caller itself (the bearer token
-goes along); a call is forwarded at most once (`X-MLJob-Forwarded-By`), so two replicas
-that briefly disagree about a shard answer rather than loop. The holder's certificate is
-checked against the one this replica serves (one Secret for all replicas), not against
-a host name: replicas reach each other by pod IP.
+Calls that need the job's engine (data, flush, stats, snapshot changes) go to the
+holder's address, published on its shard Lease; GETs of results or snapshots are served
+by any replica from the shared store, and open and close by any replica too (they patch
+the spec through the apiserver and wait on the status every replica watches, as a
+close of several jobs always did), so no long wait is ever forwarded.
+
+A call is forwarded only from inside its route's guard (`server.DataApi`): after this
+replica has authenticated and authorized the caller and, for data, reserved the ingest
+budget, so an unauthenticated client can make it buffer nothing and cannot spend the
+holder's failed sign-in allowance under this replica's address. The body is streamed,
+never read here. The holder checks the bearer token again; a call is forwarded at most
+once (`X-MLJob-Forwarded-By`), so two replicas that briefly disagree about a shard
+answer rather than loop. The holder's certificate is checked against the one this
+replica serves (one Secret for all replicas), not against a host name: replicas reach
+each other by pod IP.
 """
 
 from __future__ import annotations
@@ -28,7 +35,9 @@ JOB_CALL = re.compile(
 )
 LOCAL_READS = ("results/", "modelsnapshots")
 """GETs under these are answered by any replica (the store is shared)."""
-PASSED_HEADERS = ("Authorization", "Content-Type", "Accept")
+LOCAL_CALLS = ("open", "close")
+"""Answered by any replica: through the apiserver and the watched status."""
+PASSED_HEADERS = ("Authorization", "Content-Type", "Content-Length", "Accept")
 RETURNED_HEADERS = ("Content-Type", "Retry-After")
 RETRY_AFTER_S = 2
 TIMEOUT_S = 300.0
@@ -44,7 +53,9 @@ class Holders(Protocol):
 
 
 def needs_holder(method: str, rest: str) -> bool:
-    return method != "GET" or not rest.startswith(LOCAL_READS)
+    if method == "GET":
+        return not rest.startswith(LOCAL_READS)
+    return rest not in LOCAL_CALLS
 
 
 class Forwarder:
@@ -79,27 +90,18 @@ class Forwarder:
             )
         return holder
 
-    @web.middleware
-    async def middleware(
-        self, request: web.Request, handler: aiohttp.typedefs.Handler
-    ) -> web.StreamResponse:
-        target = self.target(request)
-        if target is None:
-            return await handler(request)
-        return await self._forward(request, target)
-
-    async def _forward(self, request: web.Request, target: str) -> web.Response:
+    async def forward(self, request: web.Request, target: str) -> web.Response:
+        """The holder's answer to this (already authorized) call; its body is streamed."""
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT_S))
         scheme = "https" if self.ssl_context is not None else "http"
         headers = {h: request.headers[h] for h in PASSED_HEADERS if h in request.headers}
         headers[FORWARDED_BY] = self.me
-        body = await request.read()
         try:
             async with self._session.request(
                 request.method,
                 f"{scheme}://{target}{request.rel_url}",
-                data=body or None,
+                data=request.content if request.body_exists else None,
                 headers=headers,
                 ssl=self.ssl_context if self.ssl_context is not None else False,
             ) as answer:

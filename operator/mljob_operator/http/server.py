@@ -4,7 +4,9 @@ Routes come from one table (`routes.ROUTES`, which `openapi.py` describes) and e
 answer is a model of `api.results`, so the document and the wire cannot drift. Every job
 route is authenticated and authorized before anything else
 is looked at (so an unauthorized caller cannot probe which jobs exist), then the job must
-be one this operator reconciles (404 otherwise). Data goes to the engine job this process
+be one this operator reconciles (404 otherwise). In leased mode a call for a job another
+replica holds is forwarded there only then (`Forwarding`), a data post once its bytes
+are reserved in the ingest budget. Data goes to the engine job this process
 holds open; a job that exists but is not open answers 409 saying it is closed, while its
 results and snapshots stay readable. Close and open go through the apiserver (`desired`).
 """
@@ -12,7 +14,7 @@ results and snapshots stay readable. Close and open go through the apiserver (`d
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol, TypeVar
@@ -50,6 +52,7 @@ from mljob_operator.http.limits import IngestBudget, WaiterLimit
 from mljob_operator.http.openapi import openapi_document
 from mljob_operator.http.params import (
     BadRequest,
+    list_page,
     model_plot_query,
     parse_bool,
     parse_time_ms,
@@ -114,6 +117,16 @@ class JobDirectory(Protocol):
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+class Forwarding(Protocol):
+    """Leased mode: where a call for a job held by another replica goes (`http.forward`)."""
+
+    def target(self, request: web.Request) -> str | None:
+        """The holder's address, None to answer here; raises `Unavailable` when nobody
+        holds the job right now."""
+
+    async def forward(self, request: web.Request, target: str) -> web.StreamResponse: ...
+
+
 class DataApi:
     def __init__(
         self,
@@ -123,6 +136,8 @@ class DataApi:
         jobs: JobDirectory,
         max_body_bytes: int,
         limits: ApiLimits | None = None,
+        *,
+        forwarder: Forwarding | None = None,
     ) -> None:
         self.limits = limits or ApiLimits(IngestBudget(4 * max_body_bytes), WaiterLimit(16))
         self.runtime = runtime
@@ -130,6 +145,7 @@ class DataApi:
         self.desired = desired
         self.jobs = jobs
         self.max_body_bytes = max_body_bytes
+        self.forwarder = forwarder
         self._openapi = orjson.dumps(openapi_document(max_body_bytes))
 
     def app(self) -> web.Application:
@@ -142,14 +158,17 @@ class DataApi:
         for route in ROUTES:
             handler: Handler = getattr(self, route.handler)
             if route.guarded and route.permission is not None:
-                handler = self._guard(route.permission, route.action, handler)
+                data = route.body == "records"
+                handler = self._guard(route.permission, route.action, handler, data)
             app.router.add_route(route.method, route.path, handler)
         add_ui_routes(app)
         return app
 
     # -- plumbing ------------------------------------------------------------------
 
-    def _guard(self, permission: Permission, action: str, handler: Handler) -> Handler:
+    def _guard(
+        self, permission: Permission, action: str, handler: Handler, data: bool = False
+    ) -> Handler:
         async def guarded(request: web.Request) -> web.StreamResponse:
             user = await self._caller(request)
             namespace, name = request.match_info["namespace"], request.match_info["name"]
@@ -157,9 +176,22 @@ class DataApi:
             if not self.jobs.exists(namespace, name):
                 raise NotFound(f"MLJob {namespace}/{name} not found")
             request[CALLER] = user
+            target = None if self.forwarder is None else self.forwarder.target(request)
+            if target is not None:
+                return await self._forward(request, target, data)
             return await handler(request)
 
         return guarded
+
+    async def _forward(self, request: web.Request, target: str, data: bool) -> web.StreamResponse:
+        """An authorized call sent on to the job's holder, its body streamed; a data post
+        holds its share of the ingest budget meanwhile, as when answered here."""
+        assert self.forwarder is not None
+        size = self._declared_size(request)
+        if not data:
+            return await self.forwarder.forward(request, target)
+        with self.limits.ingest.reserve(size if size is not None else self.max_body_bytes):
+            return await self.forwarder.forward(request, target)
 
     async def _caller(self, request: web.Request) -> User:
         return await self.auth.authenticate(
@@ -205,10 +237,14 @@ class DataApi:
         except StoreError as err:
             raise BadRequest(str(err)) from err
 
-    async def _body(self, request: web.Request) -> bytes:
+    def _declared_size(self, request: web.Request) -> int | None:
         length = request.content_length
         if length is not None and length > self.max_body_bytes:
             raise PayloadTooLarge(f"body of {length} bytes is over the {self.max_body_bytes} limit")
+        return length
+
+    async def _body(self, request: web.Request) -> bytes:
+        self._declared_size(request)
         return await request.read()
 
     # -- unauthenticated -------------------------------------------------------------
@@ -224,16 +260,19 @@ class DataApi:
         namespace = request.match_info["namespace"]
         if not await self.auth.allowed(user, LIST_JOBS, namespace, ""):
             raise Forbidden(list_denied(user.username, namespace))
-        listed = [
-            job
-            for job in await self.desired.listed(namespace)
-            if self.jobs.exists(namespace, str(job["metadata"]["name"]))
-        ]
+        page = await self.desired.page(namespace, *list_page(request.query))
 
         async def may_read(name: str) -> bool:
             return await self.auth.allowed(user, READ_RESULTS, namespace, name)
 
-        return answer(await job_list(self.runtime, listed, namespace, may_read))
+        async def may_read_each(names: Sequence[str]) -> list[bool]:
+            return await self.auth.allowed_each(user, READ_RESULTS, namespace, names)
+
+        def held(name: str) -> bool:
+            return self.jobs.exists(namespace, name)
+
+        listing = job_list(self.runtime, page, held, namespace, may_read, may_read_each)
+        return answer(await listing)
 
     # -- data ------------------------------------------------------------------------
 
