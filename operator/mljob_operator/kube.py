@@ -107,6 +107,22 @@ class KubeClient:
         )
         return cast(list[dict[str, Any]], cast(dict[str, Any], listing).get("items", []))
 
+    async def list_jobs_page(
+        self, namespace: str, limit: int, continue_: str | None
+    ) -> dict[str, Any]:
+        """One page of the namespace's MLJobs: the apiserver's list (`items`, and in
+        `metadata` the `continue` token and `remainingItemCount` when more follow)."""
+        listing = await self._call(
+            self._custom.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            limit=limit,
+            _continue=continue_,
+        )
+        return cast(dict[str, Any], listing)
+
     async def replace_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         """Replace the whole status (JSON patch `add` replaces an existing member), so no
         key of an earlier status survives as a merge patch would let it."""

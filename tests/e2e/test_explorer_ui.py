@@ -18,10 +18,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from aiohttp import web
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
 from devtools.controlplane import ControlPlane
 from devtools.operatorproc import OperatorProcess, service_account_token
@@ -219,6 +220,38 @@ def zooms(page: Page) -> None:
     expect(page.locator("#range")).to_have_text(whole)
 
 
+def pages_the_jobs(page: Page, op: OperatorProcess, ns: str, viewer: str) -> None:
+    """The listing pages through the real apiserver's limit/continue, and the page's "More
+    jobs" button follows `continue` (its requests rewritten to one job a page here)."""
+    code, first = op.request("GET", f"/v1/namespaces/{ns}/mljobs?limit=1", token=viewer)
+    assert (code, first["count"], first["remainingItemCount"]) == (200, 1, 1), first
+    token = first["continue"]
+    code, second = op.request(
+        "GET", f"/v1/namespaces/{ns}/mljobs?limit=1&continue={quote(token)}", token=viewer
+    )
+    assert code == 200, second
+    assert [first["jobs"][0]["name"], second["jobs"][0]["name"]] == sorted([JOB, LIVE])
+    assert second["continue"] is None
+    code, bad = op.request("GET", f"/v1/namespaces/{ns}/mljobs?continue=garbage", token=viewer)
+    assert code == 400, bad
+    code, bad = op.request("GET", f"/v1/namespaces/{ns}/mljobs?limit=501", token=viewer)
+    assert (code, bad["error"]["message"]) == (400, "limit must be between 1 and 500, got 501")
+
+    def one_a_page(route: Route) -> None:
+        route.continue_(url=route.request.url.replace("limit=100", "limit=1"))
+
+    page.route("**/mljobs?*", one_a_page)
+    page.click("#home")  # from the job's view back to the jobs
+    rows = page.locator("#jobs-table tbody tr")
+    expect(rows).to_have_count(1)
+    more = page.locator("#jobs-more")
+    expect(more).to_be_visible()
+    more.click()
+    expect(rows).to_have_count(2)
+    expect(more).to_be_hidden()
+    page.unroute("**/mljobs?*")
+
+
 def screenshot(page: Page, name: str) -> Path:
     shot = ARTIFACTS / name
     shot.parent.mkdir(parents=True, exist_ok=True)
@@ -258,6 +291,7 @@ def test_explorer_shows_the_burst_to_a_viewer_and_refuses_strangers(
     )
     zooms(page)
     shows_interim_results(page, ns)
+    pages_the_jobs(page, op, ns, viewer)
     assert not problems, problems
     context.close()
 

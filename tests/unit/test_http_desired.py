@@ -27,6 +27,11 @@ class Apiserver:
     async def list_jobs(self, namespace: str) -> list[dict[str, Any]]:
         return []
 
+    async def list_jobs_page(
+        self, namespace: str, limit: int, continue_: str | None
+    ) -> dict[str, Any]:
+        return {"items": [], "metadata": {}}
+
     async def patch_job(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         self.patches.append((name, patch))
         return {"metadata": {"name": name, "generation": 7}}

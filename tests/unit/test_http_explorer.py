@@ -7,18 +7,22 @@ Chromium in tests/e2e/test_explorer_ui.py."""
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
 
 from mljob_operator.api import CloseRecord, JobState, MLJobStatus
-from mljob_operator.http.auth import Authorizer
+from mljob_operator.engine.results import BucketResult
+from mljob_operator.http.auth import MANY_REVIEWS, Authorizer
 from mljob_operator.http.desired import StateRequests
 from mljob_operator.http.openapi import openapi_document
+from mljob_operator.http.params import MAX_LIST_LIMIT
 from mljob_operator.http.server import DataApi
+from mljob_operator.kube import KubeError
 from mljob_operator.runtime import JobRuntime
-from mljob_operator.store import open_store
+from mljob_operator.store import Store, WriteBatch, open_store
 from tests.unit.test_http_server import NoJobs
 from tests.unit.test_runtime import SPEC, data
 
@@ -73,6 +77,15 @@ class Apiserver(NoJobs):
 
     async def list_jobs(self, namespace: str) -> list[dict[str, Any]]:
         return self.objects.get(namespace, [])
+
+    async def list_jobs_page(
+        self, namespace: str, limit: int, continue_: str | None
+    ) -> dict[str, Any]:
+        if continue_ == "garbage":
+            raise KubeError(400, "continue key is not valid: illegal base64 data at input byte 4")
+        if continue_ == "compacted":
+            raise KubeError(410, "The provided continue parameter is too old")
+        return await super().list_jobs_page(namespace, limit, continue_)
 
 
 CLOSED = MLJobStatus(
@@ -175,3 +188,156 @@ def test_the_listing_is_in_the_openapi_document() -> None:
     assert op["responses"]["200"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/JobList"
     }
+
+
+class CountingStore:
+    """The store, counting the calls made on it by method."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.calls: Counter[str] = Counter()
+
+    def __getattr__(self, name: str) -> Any:
+        self.calls[name] += 1
+        return getattr(self.inner, name)
+
+
+class SlowReviews(Reviews):
+    """Every SubjectAccessReview takes a while; counts them and the most at once."""
+
+    def __init__(self) -> None:
+        self.asked: Counter[str] = Counter()
+        self.in_flight = 0
+        self.most = 0
+
+    async def review_access(self, spec: dict[str, Any]) -> bool:
+        name = spec["resourceAttributes"]["name"]
+        self.asked[name] += 1
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        try:
+            await asyncio.sleep(0.01)
+            return await super().review_access(spec)
+        finally:
+            self.in_flight -= 1
+
+
+def listing_api(
+    tmp_path: Path, names: list[str], reviews: Reviews
+) -> tuple[DataApi, CountingStore]:
+    store = CountingStore(open_store(tmp_path))
+    for i, name in enumerate(names):
+        if i % 3 == 0:  # every third job has results: scores 0..i, the last interim
+            buckets = [
+                BucketResult(60_000 * k, 60, float(k), float(k), 0.1, k == i, 5)
+                for k in range(i + 1)
+            ]
+            store.inner.commit(f"ns/{name}", WriteBatch(buckets=buckets))
+    apiserver = Apiserver(
+        {"ns": [mljob(name, MLJobStatus(state=JobState.OPENED)) for name in names]}
+    )
+    known = {f"ns/{name}" for name in names if name != "job-05"}  # another operator's
+    runtime = JobRuntime(store)  # type: ignore[arg-type]
+    api = DataApi(runtime, Authorizer(reviews), StateRequests(apiserver), Jobs(known), 1024)
+    return api, store
+
+
+NAMES = [f"job-{i:02d}" for i in range(23)]
+
+
+def test_the_listing_pages_as_the_apiserver_does(tmp_path: Path) -> None:
+    """limit and continue: every held job once, in name order, each page's figures from
+    one grouped store query; past the maximum a 400 naming the limit."""
+
+    async def main() -> None:
+        api, store = listing_api(tmp_path, NAMES, Reviews())
+        viewer = {"Authorization": "Bearer viewer"}
+        seen: list[dict[str, Any]] = []
+        pages = []
+        async with TestClient(TestServer(api.app())) as client:
+            token: str | None = None
+            while True:
+                store.calls.clear()
+                query = {"limit": "10"} | ({"continue": token} if token else {})
+                answer = await client.get("/v1/namespaces/ns/mljobs", params=query, headers=viewer)
+                assert answer.status == 200, await answer.text()
+                body = await answer.json()
+                assert store.calls == {"bucket_summaries": 1}, "one store query a page"
+                pages.append((body["count"], body["remainingItemCount"]))
+                seen += body["jobs"]
+                token = body["continue"]
+                if token is None:
+                    break
+            default = await (await client.get("/v1/namespaces/ns/mljobs", headers=viewer)).json()
+            errors = {}
+            for query in (
+                {"limit": str(MAX_LIST_LIMIT + 1)},
+                {"limit": "0"},
+                {"continue": "garbage"},
+                {"continue": "compacted"},
+            ):
+                answer = await client.get("/v1/namespaces/ns/mljobs", params=query, headers=viewer)
+                errors[next(iter(query.values()))] = (answer.status, (await answer.json())["error"])
+            largest = await client.get(
+                "/v1/namespaces/ns/mljobs", params={"limit": str(MAX_LIST_LIMIT)}, headers=viewer
+            )
+            assert largest.status == 200
+        api.runtime.close()
+        assert pages == [(9, 13), (10, 3), (3, None)], "job-05 is another operator's"
+        assert [j["name"] for j in seen] == [n for n in NAMES if n != "job-05"]
+        assert [j["name"] for j in default["jobs"]] == [j["name"] for j in seen]
+        assert default["continue"] is None
+        figures = {j["name"]: (j["bucketCount"], j["maxAnomalyScore"]) for j in seen}
+        assert figures["job-00"] == (1, 0.0)
+        assert figures["job-21"] == (22, 21.0), "the highest score, interim included"
+        assert figures["job-01"] == (0, None)
+        status, error = errors[str(MAX_LIST_LIMIT + 1)]
+        assert (status, error["message"]) == (400, "limit must be between 1 and 500, got 501")
+        assert errors["0"][0] == 400
+        status, error = errors["garbage"]
+        assert (status, error["reason"]) == (400, "BadRequest")
+        assert "continue key is not valid" in error["message"]
+        status, error = errors["compacted"]
+        assert (status, error["reason"]) == (410, "Expired")
+        assert "list again without it" in error["message"]
+
+    asyncio.run(asyncio.wait_for(main(), timeout=30))
+
+
+def test_per_job_reviews_are_for_the_page_and_bounded(tmp_path: Path) -> None:
+    """A caller without namespace-wide results rights costs one SubjectAccessReview a job
+    of the page, at most MANY_REVIEWS at once over all callers; a caller with them, one."""
+
+    async def main() -> None:
+        reviews = SlowReviews()
+        api, store = listing_api(tmp_path, NAMES, reviews)
+        async with TestClient(TestServer(api.app())) as client:
+
+            async def listing(token: str, query: dict[str, str]) -> dict[str, Any]:
+                answer = await client.get(
+                    "/v1/namespaces/ns/mljobs",
+                    params=query,
+                    headers={"Authorization": f"Bearer {token}"},
+                )
+                assert answer.status == 200, await answer.text()
+                return dict(await answer.json())
+
+            first, again = await asyncio.gather(
+                listing("one-job", {"limit": "8"}), listing("one-job", {"limit": "8"})
+            )
+            per_job = {name: n for name, n in reviews.asked.items() if name}
+            reviews.asked.clear()
+            store.calls.clear()
+            await listing("viewer", {"limit": "8"})
+            calls = dict(store.calls)
+        api.runtime.close()
+        page = [j["name"] for j in first["jobs"]]
+        assert page == [n for n in NAMES[:8] if n != "job-05"]
+        assert again == first
+        assert per_job == dict.fromkeys(page, 1), "each job of the page asked about once"
+        assert 1 < reviews.most <= MANY_REVIEWS
+        assert all(j["bucketCount"] is None for j in first["jobs"]), "one-job reads only busy"
+        assert set(reviews.asked) == {""}, "namespace-wide rights: no per-job review"
+        assert calls == {"bucket_summaries": 1}
+
+    asyncio.run(asyncio.wait_for(main(), timeout=30))

@@ -50,6 +50,17 @@ class NoJobs:
     async def list_jobs(self, namespace: str) -> list[dict[str, Any]]:
         return [{"metadata": {"name": "web-1"}}]
 
+    async def list_jobs_page(
+        self, namespace: str, limit: int, continue_: str | None
+    ) -> dict[str, Any]:
+        """`list_jobs` paged as the apiserver pages it: by name, the token saying where
+        the next page starts."""
+        items = sorted(await self.list_jobs(namespace), key=lambda j: j["metadata"]["name"])
+        start = int(continue_ or 0)
+        rest = len(items) - start - limit
+        more = {"continue": str(start + limit), "remainingItemCount": rest} if rest > 0 else {}
+        return {"items": items[start : start + limit], "metadata": more}
+
     async def patch_job(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         raise AssertionError("not reached")
 

@@ -2,8 +2,10 @@
 namespace, summarised for a jobs table (the anomaly explorer page's first view).
 
 Kept apart from `api.results` because it is not a result of one job: it joins what the
-controllers last wrote (state, last close) with one figure from each job's results (its
-highest bucket score), so a viewer sees which job to open without one call per job.
+controllers last wrote (state, last close) with two figures of each job's results (its
+bucket count and highest bucket score), so a viewer sees which job to open without one
+call per job. Paged as the apiserver pages a list (`limit`, `continue`): each job listed
+costs a store row and possibly a SubjectAccessReview.
 """
 
 from __future__ import annotations
@@ -36,5 +38,18 @@ class JobSummary(_Wire):
 
 
 class JobList(_Wire):
-    count: int = Field(ge=0, description="Jobs listed.")
+    count: int = Field(ge=0, description="Jobs in this page.")
     jobs: list[JobSummary] = Field(description="By name.")
+    continue_: str | None = Field(
+        default=None,
+        alias="continue",
+        description="Pass as the `continue` parameter (with the same `limit`) for the next "
+        "page; null on the last one. The apiserver's own token: it expires after a few "
+        "minutes (410, list again).",
+    )
+    remaining_item_count: int | None = Field(
+        default=None,
+        ge=0,
+        description="How many more MLJobs the apiserver counts after this page (an "
+        "estimate, it may include jobs another operator reconciles); null when it gives none.",
+    )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, cast
 
@@ -29,6 +29,10 @@ T = TypeVar("T")
 ALLOWED_TTL_S = 10.0
 DENIED_TTL_S = 2.0
 CACHE_SIZE = 4096
+MANY_REVIEWS = 2
+"""SubjectAccessReviews in flight at once for questions about many jobs (the jobs listing
+of a caller without namespace-wide rights), over all callers: half the review threads
+(`kube.REVIEW_THREADS`), so sign-ins and single-job checks always find one free."""
 
 
 class Reviewer(Protocol):
@@ -82,6 +86,8 @@ class Authorizer:
         maxsize: int = CACHE_SIZE,
         clock: Callable[[], float] = time.monotonic,
         sign_in_failures: SignInFailures | None = None,
+        *,
+        many_reviews: int = MANY_REVIEWS,
     ) -> None:
         self.reviewer = reviewer
         self.sign_in_failures = sign_in_failures
@@ -90,6 +96,7 @@ class Authorizer:
         self._decisions: TLRUCache[tuple[Any, ...], bool] = TLRUCache(maxsize, ttu=ttu, timer=clock)
         self._reviewing: dict[Any, asyncio.Future[Any]] = {}
         self._asking: dict[Any, asyncio.Future[Any]] = {}
+        self._many = asyncio.Semaphore(many_reviews)
 
     async def authenticate(self, header: str | None, client: str = "") -> User:
         """The caller; a `client` (address) whose tokens keep being rejected is refused
@@ -158,6 +165,21 @@ class Authorizer:
         decision = await self._single_flight(self._asking, key, self._ask(spec))
         self._decisions[key] = decision
         return decision
+
+    async def allowed_each(
+        self, user: User, permission: Permission, namespace: str, names: Sequence[str]
+    ) -> list[bool]:
+        """`allowed` for each of `names`, in order: cached decisions at once, the others
+        asked at most `many_reviews` at a time over every caller, so one listing of many
+        jobs queues behind itself and never takes every review thread."""
+
+        async def one(name: str) -> bool:
+            if (user, permission, namespace, name) in self._decisions:
+                return await self.allowed(user, permission, namespace, name)
+            async with self._many:
+                return await self.allowed(user, permission, namespace, name)
+
+        return list(await asyncio.gather(*(one(name) for name in names)))
 
     async def _ask(self, spec: dict[str, Any]) -> bool:
         try:

@@ -15,11 +15,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
 
 from mljob_operator.api import JobState
-from mljob_operator.http.errors import Conflict, NotFound, RequestTimeout, Unavailable
+from mljob_operator.http.errors import Conflict, Gone, NotFound, RequestTimeout, Unavailable
+from mljob_operator.http.params import BadRequest
 from mljob_operator.kube import JobGone, KubeError
 from mljob_operator.state_change import Progress, StateChange, generation_of
 
@@ -43,9 +45,23 @@ class JobsClient(Protocol):
 
     async def list_jobs(self, namespace: str) -> list[dict[str, Any]]: ...
 
+    async def list_jobs_page(
+        self, namespace: str, limit: int, continue_: str | None
+    ) -> dict[str, Any]: ...
+
     async def patch_job(
         self, namespace: str, name: str, patch: dict[str, Any]
     ) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class JobsPage:
+    """A page of MLJob objects and where the next one starts (None: this was the last)."""
+
+    items: list[dict[str, Any]]
+    continue_: str | None
+    remaining: int | None
+    """How many more the apiserver counts (an estimate it gives with `continue`)."""
 
 
 class StateRequests:
@@ -64,6 +80,28 @@ class StateRequests:
             return await self.kube.list_jobs(namespace)
         except KubeError as err:
             raise Unavailable(f"cannot list MLJobs in {namespace}: {err.message}") from err
+
+    async def page(self, namespace: str, limit: int, continue_: str | None) -> JobsPage:
+        """At most `limit` MLJob objects of the namespace from where `continue_` left off,
+        as `kubectl get --chunk-size` reads them: a token the apiserver finds malformed is
+        a 400, one it no longer honours (compacted) a 410 saying to list again."""
+        try:
+            listing = await self.kube.list_jobs_page(namespace, limit, continue_)
+        except KubeError as err:
+            if continue_ is not None and err.status in {400, 422}:
+                raise BadRequest(f"continue: {err.message}") from err
+            if err.status == 410:
+                raise Gone(
+                    f"the continue token has expired ({err.message}); list again without it"
+                ) from err
+            raise Unavailable(f"cannot list MLJobs in {namespace}: {err.message}") from err
+        meta = listing.get("metadata") or {}
+        remaining = meta.get("remainingItemCount")
+        return JobsPage(
+            items=list(listing.get("items") or []),
+            continue_=meta.get("continue") or None,
+            remaining=int(remaining) if remaining is not None else None,
+        )
 
     async def names(self, namespace: str) -> list[str]:
         return [str(j["metadata"]["name"]) for j in await self.listed(namespace)]

@@ -60,6 +60,12 @@ class JobNotOpen(Conflict):
     reason = "JobNotOpen"
 
 
+class Gone(ApiError):
+    """A `continue` token the apiserver no longer honours (its reason, as kubectl sees it)."""
+
+    status, reason = 410, "Expired"
+
+
 class PayloadTooLarge(ApiError):
     status, reason = 413, "RequestEntityTooLarge"
 

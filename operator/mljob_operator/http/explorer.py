@@ -10,8 +10,7 @@ a job name, label or error text the page shows can never run as script beside th
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from importlib import resources
 from typing import Any
 
@@ -20,8 +19,8 @@ from pydantic import ValidationError
 
 from mljob_operator.api import GROUP, PLURAL, MLJobStatus
 from mljob_operator.api.listing import JobList, JobSummary
-from mljob_operator.api.results import BucketPage
-from mljob_operator.engine.persistence import NotFoundError, ResultsQuery
+from mljob_operator.engine.persistence import BucketSummary
+from mljob_operator.http.desired import JobsPage
 from mljob_operator.runtime import JobRuntime
 
 ASSETS = {
@@ -37,7 +36,7 @@ HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
 }
-TOP_BUCKET = ResultsQuery(sort="anomaly_score", desc=True, size=1)
+NO_BUCKETS = BucketSummary(count=0, max_score=None)
 
 
 def _asset(name: str) -> bytes:
@@ -79,49 +78,57 @@ def list_denied(username: str, namespace: str) -> str:
 
 async def job_list(
     runtime: JobRuntime,
-    listed: Iterable[Mapping[str, Any]],
+    page: JobsPage,
+    held: Callable[[str], bool],
     namespace: str,
     may_read: Callable[[str], Awaitable[bool]],
+    may_read_each: Callable[[Sequence[str]], Awaitable[list[bool]]],
 ) -> JobList:
-    """The MLJobs of `namespace` as the apiserver lists them (so every replica answers the
-    same, whichever shards it holds), each with its highest bucket score from the store
-    (read side by side) where the caller may read its results: `may_read("")` asks for the
-    whole namespace at once, else each job is asked about."""
-    held = sorted((_name_and_status(body) for body in listed), key=lambda job: job[0])
-    names = [name for name, _ in held]
+    """A page of the namespace's MLJobs as the apiserver lists them (so every replica
+    answers the same, whichever shards it holds), those `held` by this operator, each with
+    its bucket count and highest bucket score where the caller may read its results.
+
+    What one call costs is bounded by the page: `may_read("")` asks once for the whole
+    namespace, and only if that is denied `may_read_each` asks about each job of the page
+    (the authorizer bounds those reviews); the figures of every readable job come from
+    one grouped store query."""
+    jobs = sorted(
+        (_name_and_status(body) for body in page.items if held(_name(body))),
+        key=lambda job: job[0],
+    )
+    names = [name for name, _ in jobs]
     if not await may_read(""):
-        allowed = await asyncio.gather(*(may_read(name) for name in names))
+        allowed = await may_read_each(names)
         names = [name for name, ok in zip(names, allowed, strict=True) if ok]
-    tops = await asyncio.gather(*(_top_bucket(runtime, f"{namespace}/{name}") for name in names))
-    scores = dict(zip(names, tops, strict=True))
-    jobs = [
-        JobSummary(
-            name=name,
-            state=status.state,
-            closed=status.closed,
-            last_close=status.last_close,
-            max_anomaly_score=_max_score(scores.get(name)),
-            bucket_count=None if name not in scores else scores[name].count,
+    readable = set(names)
+    figures = await runtime.bucket_summaries([f"{namespace}/{name}" for name in names])
+    summaries = []
+    for name, status in jobs:
+        figure = figures.get(f"{namespace}/{name}", NO_BUCKETS)
+        summaries.append(
+            JobSummary(
+                name=name,
+                state=status.state,
+                closed=status.closed,
+                last_close=status.last_close,
+                max_anomaly_score=figure.max_score if name in readable else None,
+                bucket_count=figure.count if name in readable else None,
+            )
         )
-        for name, status in held
-    ]
-    return JobList(count=len(jobs), jobs=jobs)
+    return JobList(
+        count=len(summaries),
+        jobs=summaries,
+        continue_=page.continue_,
+        remaining_item_count=page.remaining,
+    )
 
 
-def _max_score(top: BucketPage | None) -> float | None:
-    return top.buckets[0].anomaly_score if top is not None and top.buckets else None
+def _name(body: Mapping[str, Any]) -> str:
+    return str(body["metadata"]["name"])
 
 
 def _name_and_status(body: Mapping[str, Any]) -> tuple[str, MLJobStatus]:
-    name = str(body["metadata"]["name"])
     try:
-        return name, MLJobStatus.model_validate(body.get("status") or {})
+        return _name(body), MLJobStatus.model_validate(body.get("status") or {})
     except ValidationError:  # not written by this operator's version: no state to show
-        return name, MLJobStatus()
-
-
-async def _top_bucket(runtime: JobRuntime, job_id: str) -> BucketPage:
-    try:
-        return await runtime.buckets(job_id, TOP_BUCKET)
-    except NotFoundError:  # not in the store yet (opening)
-        return BucketPage(count=0, buckets=[])
+        return _name(body), MLJobStatus()

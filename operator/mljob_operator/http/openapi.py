@@ -26,6 +26,7 @@ MESSAGES = {
     404: "No such MLJob (or snapshot) reconciled by this operator.",
     408: "The job did not reach the state in time; the operator goes on.",
     409: "The job is not in a state that allows this.",
+    410: "The `continue` token has expired; list again without it.",
     413: "The body is over the size limit.",
     503: "The apiserver could not be reached or refused the operator.",
 }

@@ -132,6 +132,12 @@ SCORED_SORTS = {
 }
 """The minimum-score parameter of each scored listing → its sort names."""
 MAX_SPLIT_VALUE = 1024
+DEFAULT_LIST_LIMIT = 100
+MAX_LIST_LIMIT = 500
+"""Jobs a page of `GET /v1/namespaces/{ns}/mljobs` holds: each costs a store row and, for
+a caller without namespace-wide `get mljobs/results`, a SubjectAccessReview."""
+MAX_CONTINUE = 4096
+"""Characters of a `continue` token (the apiserver's own, a few hundred at most)."""
 
 
 def parse_sort(params: Mapping[str, str], allowed: Mapping[str, str]) -> str | None:
@@ -169,14 +175,29 @@ def results_query(params: Mapping[str, str], score_param: str) -> ResultsQuery:
 
 
 def _split_value(params: Mapping[str, str], name: str) -> str | None:
-    """A partition or by value to match; NUL is refused (no stored value holds one, and
-    PostgreSQL text cannot)."""
+    """A partition or by value to match exactly. Refused with a 400 naming the parameter:
+    more than `MAX_SPLIT_VALUE` characters, or any NUL. Stored values may hold NUL (a
+    record's JSON can carry one; PostgreSQL keeps these values as bytea for it), so the
+    refusal is the API's input rule, not the store's limit: no client of ours sends NUL,
+    and in a query string it is far likelier an encoding bug or a probe. A series whose
+    value holds one is still listed by a query without this filter (the explorer page
+    filters its series itself; `kubectl mljob plot` cannot pick it)."""
     value = params.get(name)
     if value is not None and len(value) > MAX_SPLIT_VALUE:
         raise BadRequest(f"{name} must be at most {MAX_SPLIT_VALUE} characters")
     if value is not None and "\x00" in value:
         raise BadRequest(f"{name} must not contain NUL characters")
     return value
+
+
+def list_page(params: Mapping[str, str]) -> tuple[int, str | None]:
+    """`limit` and `continue` of the jobs listing, as `kubectl get --chunk-size` sends
+    them: the token is the apiserver's, passed on untouched (it judges it)."""
+    limit = parse_int(params, "limit", DEFAULT_LIST_LIMIT, lo=1, hi=MAX_LIST_LIMIT)
+    token = params.get("continue") or None
+    if token is not None and len(token) > MAX_CONTINUE:
+        raise BadRequest(f"continue must be at most {MAX_CONTINUE} characters")
+    return limit, token
 
 
 def model_plot_query(params: Mapping[str, str]) -> ModelPlotQuery:

@@ -28,7 +28,10 @@ from mljob_operator.api.permissions import (
 )
 from mljob_operator.http.params import (
     BUCKET_SORT_NAMES,
+    DEFAULT_LIST_LIMIT,
     INFLUENCER_SORT_NAMES,
+    MAX_CONTINUE,
+    MAX_LIST_LIMIT,
     MAX_OFFSET,
     MAX_PAGE_SIZE,
     MAX_SPLIT_VALUE,
@@ -160,6 +163,28 @@ ROUTES: tuple[Route, ...] = (
         LIST_JOBS,
         "list MLJobs",
         guarded=False,
+        query=(
+            Param(
+                "limit",
+                {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": MAX_LIST_LIMIT,
+                    "default": DEFAULT_LIST_LIMIT,
+                },
+                f"Jobs a page holds, at most {MAX_LIST_LIMIT} (400 past it).",
+            ),
+            Param(
+                "continue",
+                {"type": "string"},
+                "The `continue` of the previous page (sent with the same `limit`), as "
+                f"`kubectl get --chunk-size` does; at most {MAX_CONTINUE} characters.",
+            ),
+        ),
+        errors=(410, 503),
+        note="Paged as the apiserver pages lists; a page may hold fewer than `limit` jobs "
+        "(those another operator reconciles are left out) and still have a `continue`. "
+        "410 when the `continue` token has expired (list again without it).",
     ),
     Route(
         "POST",

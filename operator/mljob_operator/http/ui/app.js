@@ -157,13 +157,28 @@ async function render() {
   }
 }
 
+const JOBS_PAGE = 100; // jobs a page asks for; "More jobs" follows the API's continue
+
 async function showJobs(ns, stale) {
   $("jobs-namespace").textContent = ns;
-  const tbody = $("jobs-table").tBodies[0];
-  tbody.replaceChildren();
-  const list = await api(`/v1/namespaces/${encodeURIComponent(ns)}/mljobs`, `list MLJobs in ${ns}`);
+  $("jobs-table").tBodies[0].replaceChildren();
+  $("jobs-more").hidden = true;
+  $("jobs-empty").hidden = true;
+  const shown = await showJobsPage(ns, null, stale);
   if (stale()) return;
-  $("jobs-empty").hidden = list.jobs.length > 0;
+  $("jobs-empty").hidden = shown > 0 || !$("jobs-more").hidden;
+}
+
+async function showJobsPage(ns, token, stale) {
+  // One page of the jobs list, appended to the table; the button fetches the next one.
+  const query = new URLSearchParams({ limit: String(JOBS_PAGE) });
+  if (token) query.set("continue", token);
+  const list = await api(
+    `/v1/namespaces/${encodeURIComponent(ns)}/mljobs?${query}`,
+    `list MLJobs in ${ns}`,
+  );
+  if (stale()) return 0;
+  const tbody = $("jobs-table").tBodies[0];
   for (const j of list.jobs) {
     const link = el("a", { href: "#" + new URLSearchParams({ ns, job: j.name }) }, j.name);
     const state = el("span", { class: `state ${j.state || ""}` }, j.state || "unknown");
@@ -177,6 +192,33 @@ async function showJobs(ns, stale) {
     const tr = row([link, state, close, scoreBadge(j.maxAnomalyScore), j.bucketCount]);
     tr.dataset.job = j.name;
     tbody.append(tr);
+  }
+  const more = $("jobs-more");
+  more.hidden = !list.continue;
+  more.dataset.continue = list.continue || "";
+  const left = list.remainingItemCount;
+  more.textContent = left ? `More jobs (about ${left} left)` : "More jobs";
+  return tbody.rows.length;
+}
+
+async function moreJobs() {
+  const { ns } = route();
+  const more = $("jobs-more");
+  const token = more.dataset.continue;
+  if (!ns || !token) return;
+  const mine = renders; // a render (new namespace, sign-out) makes this page stale
+  more.disabled = true;
+  try {
+    await showJobsPage(ns, token, () => mine !== renders);
+  } catch (err) {
+    if (mine !== renders) return;
+    if (err instanceof ApiError && err.status === 410) {
+      view.notice = "The jobs list changed since its first page was read; showing it afresh.";
+      await render();
+    } else if (err instanceof ApiError) explain(err);
+    else say(`The page failed: ${err.message}`);
+  } finally {
+    more.disabled = false;
   }
 }
 
@@ -591,6 +633,7 @@ $("zoom-out").addEventListener("click", () => {
   draw();
 });
 $("refresh").addEventListener("click", render);
+$("jobs-more").addEventListener("click", moreJobs);
 $("zoom-reset").addEventListener("click", () => {
   view.zoom = null;
   view.zoomStack = [];
