@@ -302,7 +302,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     fence = ShardFence() if op.leased else None
     store: Store
     if fence is not None and op.store_url is not None:
-        store = FencedPostgresStore(op.store_url, fence)
+        store = FencedPostgresStore(
+            op.store_url, fence, idle_in_transaction_s=max(5.0, op.lease_duration_s)
+        )
     else:
         store = open_store(op.data_dir, op.store_url)
     runtime = JobRuntime(store)
@@ -347,8 +349,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
 def _shard_leases(
     op: OperatorSettings, kube: KubeClient, store: FencedPostgresStore, fence: ShardFence
 ) -> ShardLeases:
-    async def take_epoch(shard: int) -> int:
-        return await asyncio.to_thread(store.take_shard, shard, op.replica_id)
+    async def take_epoch(shard: int, timeout_s: float) -> int:
+        return await asyncio.to_thread(store.take_shard, shard, op.replica_id, timeout_s)
 
     replica = Replica(
         op.namespace, op.replica_id, op.shards, op.advertise_addr, op.lease_duration_s

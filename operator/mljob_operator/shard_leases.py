@@ -7,6 +7,9 @@ a create, or a replace at the resourceVersion it read, so two replicas reaching 
 shard cannot both win (the loser gets a 409 and moves on). A shard is acted on only once
 its fencing epoch was taken in the store (`take_epoch`), and dropped (`on_lost`) as soon
 as its hold runs out by this replica's own clock, whatever the apiserver says later.
+Taking epochs never holds up the next renewal: the takes of one tick share a period's
+time (`asyncio.wait_for`, and the store's own lock timeout inside it), and a shard whose
+epoch was not taken in time (a paused replica's commit holds the row) is handed back.
 
 The address other replicas forward data API calls to is published on every Lease held
 (annotation `ml.mljob.dev/address`).
@@ -44,6 +47,8 @@ LEASE_LABEL = f"{GROUP}/lease"
 ADDRESS_ANNOTATION = f"{GROUP}/address"
 SHARD_PREFIX = "mljob-shard-"
 MEMBER_PREFIX = "mljob-replica-"
+MIN_TAKE_S = 0.2
+"""Below this much of a tick's time left for taking epochs, the rest wait a tick."""
 
 
 class LeaseApi(Protocol):
@@ -83,7 +88,7 @@ class ShardLeases:
         api: LeaseApi,
         replica: Replica,
         *,
-        take_epoch: Callable[[int], Awaitable[int]],
+        take_epoch: Callable[[int, float], Awaitable[int]],
         on_lost: Callable[[int], None],
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -201,14 +206,21 @@ class ShardLeases:
                 self.ownership.renewed(shard, sent)
             else:
                 self._drop(shard)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.duration_s / RENEW_FRACTION
         for shard in todo.acquire:
+            left = deadline - loop.time()
+            if left < MIN_TAKE_S:
+                break  # the others next tick
             sent = self.monotonic()
             if not await self._write(shard, self.me):
                 continue
             try:
-                epoch = await self.take_epoch(shard)
+                epoch = await asyncio.wait_for(self.take_epoch(shard, left / 2), left)
             except Exception as err:
-                log.warning("shard %d: fencing epoch not taken, handing back: %s", shard, err)
+                log.warning(
+                    "shard %d: fencing epoch not taken, handing back: %s", shard, err or repr(err)
+                )
                 await self._write(shard, None)
                 continue
             self.ownership.acquired(shard, sent, epoch)

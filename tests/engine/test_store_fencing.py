@@ -3,15 +3,17 @@ shard was taken over writes nothing more, and the new holder replays all it comm
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
 
+import psycopg
 import pytest
 
 from devtools.postgres import PostgresCluster
 from mljob_operator.engine import DetectorConfig, Job, JobConfig, StoreWriteError
 from mljob_operator.store import WriteBatch
-from mljob_operator.store.fencing import FencedError, FencedPostgresStore, ShardFence
+from mljob_operator.store.fencing import FencedError, FencedPostgresStore, ShardBusy, ShardFence
 from tests.engine.conftest import T0, FakeClock, ndjson
 
 CONFIG = JobConfig(
@@ -51,12 +53,12 @@ def test_the_old_holder_is_refused_and_the_new_one_replays_what_it_committed(
     replicas: tuple[FencedPostgresStore, FencedPostgresStore],
 ) -> None:
     a, b = replicas
-    assert a.take_shard(5, "a") == 1
+    assert a.take_shard(5, "a", 5.0) == 1
     old = Job.open(a, JOB, CONFIG, clock=FakeClock())
     for n in range(3):
         old.post_data(_body(n))
 
-    assert b.take_shard(5, "b") == 2  # a paused past its Lease; b took the shard over
+    assert b.take_shard(5, "b", 5.0) == 2  # a paused past its Lease; b took the shard over
     with pytest.raises(StoreWriteError, match="taken over by b"):
         old.post_data(_body(3))
     new = Job.open(b, JOB, CONFIG, clock=FakeClock())
@@ -68,3 +70,31 @@ def test_the_old_holder_is_refused_and_the_new_one_replays_what_it_committed(
     a.fence.drop(5)  # its hold ran out: refused before asking the database
     with pytest.raises(FencedError, match="does not hold"):
         a.delete_job(JOB)
+
+
+def test_a_commit_holding_the_epoch_row_makes_a_take_fail_in_bounded_time(
+    replicas: tuple[FencedPostgresStore, FencedPostgresStore],
+) -> None:
+    """A replica paused mid-commit holds the shard's row FOR SHARE: the taker gives up
+    after its timeout (not acquired) instead of waiting forever, and takes it once the
+    commit is gone."""
+    a, b = replicas
+    assert a.take_shard(5, "a", 5.0) == 1
+    with psycopg.connect(a.url) as paused:
+        paused.execute("SELECT epoch FROM shard_epochs WHERE shard = 5 FOR SHARE")
+        outcome: list[BaseException | int] = []
+
+        def take() -> None:
+            try:
+                outcome.append(b.take_shard(5, "b", 0.3))
+            except BaseException as err:  # handed to the test thread
+                outcome.append(err)
+
+        taker = threading.Thread(target=take, daemon=True)
+        taker.start()
+        taker.join(timeout=20)
+        assert not taker.is_alive(), "take_shard waited on the locked row without bound"
+        assert isinstance(outcome[0], ShardBusy)
+        paused.rollback()
+    assert b.take_shard(5, "b", 5.0) == 2
+

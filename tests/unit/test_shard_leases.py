@@ -64,7 +64,7 @@ class Clock:
 def _replica(api: FakeLeases, clock: Clock, me: str, lost: list[int]) -> ShardLeases:
     epochs = itertools.count(1)
 
-    async def take(shard: int) -> int:
+    async def take(shard: int, timeout_s: float) -> int:
         return next(epochs)
 
     return ShardLeases(
@@ -135,6 +135,35 @@ async def _stop() -> None:
     assert set(api.holders().values()) == {None}
     assert sorted(lost) == list(range(16))
     assert api.items[member_lease_name("a")]["spec"]["holderIdentity"] is None
+
+
+def test_an_epoch_that_cannot_be_taken_hands_the_lease_back_without_stalling_the_loop() -> None:
+    asyncio.run(_stuck_take())
+
+
+async def _stuck_take() -> None:
+    """The store never answers (a paused replica's commit holds the epoch row): the tick
+    still ends within a renewal period, holding nothing and holding no Lease."""
+    api, lost = FakeLeases(), []
+    asked: list[float] = []
+
+    async def stuck(shard: int, timeout_s: float) -> int:
+        asked.append(timeout_s)
+        await asyncio.Event().wait()
+        raise AssertionError("not reached")
+
+    a = ShardLeases(
+        api,
+        Replica("mljob-system", "a", 16, "a.pods:8080", duration_s=3.0),
+        take_epoch=stuck,
+        on_lost=lost.append,
+        monotonic=Clock(),
+    )
+    await asyncio.wait_for(a.tick(), timeout=10)
+    assert not a.held()
+    assert asked
+    assert all(0 < t <= 0.5 for t in asked)  # the store's own bound is tighter
+    assert set(api.holders().values()) == {None}  # every Lease it wrote was handed back
 
 
 def test_member_lease_names_are_valid_and_distinct() -> None:

@@ -11,6 +11,11 @@ taking the epoch, so it replays everything the old holder committed.
 
 `FencedPostgresStore` is the PostgreSQL store with the check first in the transaction of
 each commit and deletion of a job (the store's `_guard`).
+Taking an epoch waits for the commits in flight (its UPDATE needs the row their
+`FOR SHARE` holds), but never longer than the timeout it is given (`lock_timeout`): a
+replica paused mid-commit must not freeze the taker's Lease loop, so a timeout is
+`ShardBusy` (not acquired; the Lease is handed back and tried again later), and the
+paused session is ended by the pool's `idle_in_transaction_session_timeout`.
 The table is this module's own (created if missing when leased mode starts), kept out
 of the store's versioned migrations: a single-replica store never has it.
 """
@@ -21,6 +26,7 @@ import threading
 from typing import Any
 
 import psycopg
+from psycopg_pool import PoolTimeout
 
 from mljob_operator.engine.persistence import StoreError
 from mljob_operator.store import postgres
@@ -40,6 +46,11 @@ class FencedError(StoreError):
     """This replica does not hold the job's shard (any more): nothing was written."""
 
 
+class ShardBusy(StoreError):
+    """The shard's epoch row stayed locked by a commit in flight past the timeout: not
+    taken (the caller hands the Lease back)."""
+
+
 class ShardFence:
     """The epochs this replica took, the shard of each job it runs, and the check."""
 
@@ -53,15 +64,25 @@ class ShardFence:
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (SETUP_LOCK,))
             conn.execute(SETUP)
 
-    def take(self, conn: psycopg.Connection[Any], shard: int, holder: str) -> int:
+    def take(self, conn: psycopg.Connection[Any], shard: int, holder: str, timeout_s: float) -> int:
         """Bump the shard's epoch for `holder` (committed before this returns) and
-        remember it as this replica's."""
-        row = conn.execute(
-            "INSERT INTO shard_epochs (shard, epoch, holder) VALUES (%s, 1, %s)"
-            " ON CONFLICT (shard) DO UPDATE SET epoch = shard_epochs.epoch + 1,"
-            " holder = EXCLUDED.holder RETURNING epoch",
-            (shard, holder),
-        ).fetchone()
+        remember it as this replica's; `ShardBusy` if a commit holds the row longer than
+        `timeout_s`."""
+        wait = f"{max(1, int(timeout_s * 1000))}ms"
+        try:
+            with conn.transaction():
+                conn.execute("SELECT set_config('lock_timeout', %s, true)", (wait,))
+                conn.execute("SELECT set_config('statement_timeout', %s, true)", (wait,))
+                row = conn.execute(
+                    "INSERT INTO shard_epochs (shard, epoch, holder) VALUES (%s, 1, %s)"
+                    " ON CONFLICT (shard) DO UPDATE SET epoch = shard_epochs.epoch + 1,"
+                    " holder = EXCLUDED.holder RETURNING epoch",
+                    (shard, holder),
+                ).fetchone()
+        except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled) as err:
+            raise ShardBusy(
+                f"shard {shard}: a commit held its epoch for over {wait}; not taken"
+            ) from err
         assert row is not None
         epoch = int(row[0])
         with self._lock:
@@ -106,16 +127,29 @@ class FencedPostgresStore(postgres.PostgresStore):
     refused (`FencedError`, so the engine's `StoreWriteError`) unless this replica holds
     the job's shard at the epoch the store has, checked in the same transaction."""
 
-    def __init__(self, url: str, fence: ShardFence, max_connections: int = 16) -> None:
-        super().__init__(url, max_connections=max_connections)
+    def __init__(
+        self,
+        url: str,
+        fence: ShardFence,
+        max_connections: int = 16,
+        idle_in_transaction_s: float = postgres.IDLE_IN_TRANSACTION_S,
+    ) -> None:
+        super().__init__(
+            url, max_connections=max_connections, idle_in_transaction_s=idle_in_transaction_s
+        )
         self.fence = fence
         with self._pool.connection() as conn:
             fence.setup(conn)
 
-    def take_shard(self, shard: int, holder: str) -> int:
-        """Bump the shard's epoch for this replica; done before it opens any job."""
-        with self._pool.connection() as conn:
-            return self.fence.take(conn, shard, holder)
+    def take_shard(self, shard: int, holder: str, timeout_s: float) -> int:
+        """Bump the shard's epoch for this replica; done before it opens any job. Waits
+        at most `timeout_s` for a connection and as long again for the row
+        (`ShardBusy`)."""
+        try:
+            with self._pool.connection(timeout=timeout_s) as conn:
+                return self.fence.take(conn, shard, holder, timeout_s)
+        except PoolTimeout as err:
+            raise ShardBusy(f"shard {shard}: no store connection in {timeout_s:g}s") from err
 
     def _guard(self, tx: Tx, job_id: str) -> None:
         assert isinstance(tx, postgres.PgTx)

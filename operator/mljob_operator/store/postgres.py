@@ -9,12 +9,14 @@ bulk inserts, arrays for statements over many keys, and its migrations. The
 schema lives in the connection's schema (the first of its `search_path`), versioned in
 `schema_version` and migrated forward on open under an advisory lock, so replicas
 starting together migrate once. Each connection is checked as it leaves the pool, so after
-a database restart or failover the next operation gets a fresh one instead of an error.
+a database restart or failover the next operation gets a fresh one instead of an error;
+TCP keepalives notice a vanished peer, and a session left idle inside a transaction (a
+process paused mid-commit) is ended by the server, so the rows it locked are freed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -134,6 +136,16 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 MIGRATION_LOCK = 0x6D6C6A6F62  # pg_advisory_xact_lock key: "mljob"
+IDLE_IN_TRANSACTION_S = 60.0
+"""The server ends a session idle inside a transaction this long (a replica paused
+mid-commit), so the rows it locked are released."""
+KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+}
+"""TCP keepalives: a connection to a vanished peer is noticed in about 25 s."""
 
 
 class PgTx(Tx):
@@ -180,7 +192,13 @@ class PostgresStore(SqlStore):
     """A page of the log per round trip on replay (a body may be up to the API's limit; a
     pooled connection is not held while the replay works)."""
 
-    def __init__(self, url: str, max_connections: int = 16, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        max_connections: int = 16,
+        timeout_s: float = 30.0,
+        idle_in_transaction_s: float = IDLE_IN_TRANSACTION_S,
+    ) -> None:
         self.url = url
         where = describe(url)
         try:
@@ -192,7 +210,8 @@ class PostgresStore(SqlStore):
             min_size=1,
             max_size=max_connections,
             timeout=timeout_s,
-            kwargs={"autocommit": True},
+            kwargs={"autocommit": True, **KEEPALIVES},
+            configure=_session(idle_in_transaction_s),
             check=ConnectionPool.check_connection,
             open=False,
             name="mljob-store",
@@ -223,6 +242,16 @@ class PostgresStore(SqlStore):
     def _stream(self, sql: str, args: tuple[Any, ...]) -> Iterable[tuple[Any, ...]]:
         with self._read() as tx:
             return tx.all(sql, args)
+
+
+def _session(idle_in_transaction_s: float) -> Callable[[psycopg.Connection[Any]], None]:
+    """Each new pooled connection's session settings."""
+    idle = f"{max(1, int(idle_in_transaction_s * 1000))}ms"
+
+    def configure(conn: psycopg.Connection[Any]) -> None:
+        conn.execute("SELECT set_config('idle_in_transaction_session_timeout', %s, false)", (idle,))
+
+    return configure
 
 
 def _bytea(row: Sequence[Any], texts: Sequence[int]) -> list[Any]:
