@@ -437,6 +437,8 @@ async def changed(
     key = job_id(namespace or "", name)
     if registry.leases is not None and body.metadata.uid:
         registry.uids[key] = body.metadata.uid
+        if registry.fence is not None:  # its store writes (a settled job's too) are fenced
+            registry.fence.assign(key, registry.leases.shard(body.metadata.uid))
     if not registry.holds(body.metadata.uid) and key not in registry.controllers:
         registry.remember_settled(key, body)  # held by another replica: its status only
     elif not settled_closed(body):

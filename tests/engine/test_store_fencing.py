@@ -98,3 +98,19 @@ def test_a_commit_holding_the_epoch_row_makes_a_take_fail_in_bounded_time(
         paused.rollback()
     assert b.take_shard(5, "b", 5.0) == 2
 
+
+def test_a_retain_change_of_a_lost_shard_is_refused_too(
+    replicas: tuple[FencedPostgresStore, FencedPostgresStore],
+) -> None:
+    a, b = replicas
+    a.take_shard(5, "a", 5.0)
+    job = Job.open(a, JOB, CONFIG, clock=FakeClock())
+    job.post_data(_body(0))
+    snapshot_id = job.persist_background_snapshot().snapshot_id
+    b.take_shard(5, "b", 5.0)
+    with pytest.raises(FencedError, match="taken over by b"):
+        a.set_snapshot_retain(JOB, snapshot_id, True)
+    kept = b.get_snapshot(JOB, snapshot_id)
+    assert kept is not None
+    assert not kept.retain
+    assert b.set_snapshot_retain(JOB, snapshot_id, True).retain

@@ -243,7 +243,7 @@ class SqlStore(ABC):
         return [rows.snapshot(x) for x in found]
 
     def set_snapshot_retain(self, job_id: str, snapshot_id: str, retain: bool) -> ModelSnapshot:
-        with self._write() as tx:
+        with self._write_job(job_id) as tx:
             changed = tx.run(
                 "UPDATE snapshots SET retain = ? WHERE job_id = ? AND snapshot_id = ?",
                 (retain, job_id, snapshot_id),
