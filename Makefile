@@ -84,6 +84,7 @@ run: setup
 bench: setup
 	$(PY) bench/engine_bench.py
 	PYTHONPATH=. $(PY) bench/operator_bench.py
+	PYTHONPATH=. $(PY) bench/replicas_bench.py
 
 # Detection quality on the Numenta Anomaly Benchmark's development folders; NAB_DIR points
 # at a copy of numenta/NAB (default ~/.cache/mljob-operator/NAB). Fetches nothing.
