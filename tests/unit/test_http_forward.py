@@ -111,6 +111,10 @@ async def _forwarding(tmp_path: Path) -> None:
             assert len(seen) == 1
             async with client.get(f"{url}/results/buckets", headers=auth) as r:
                 assert (r.status, await r.json()) == (200, {"count": 0, "buckets": []})
+            moved = {**auth, FORWARDED_BY: "replica-b"}  # sent here, but the shard moved
+            async with client.post(f"{url}/data", data=b"{}", headers=moved) as r:
+                assert (r.status, r.headers["Retry-After"]) == (503, "2")
+                assert "no longer holds" in (await r.json())["error"]["message"]
             forwarder.holders = Holders(f"127.0.0.1:{dead_port}")
             async with client.post(f"{url}/data", data=b"{}", headers=auth) as r:
                 assert r.status == 503
@@ -168,6 +172,42 @@ async def _over_tls(tmp_path: Path) -> tuple[int, int]:
     finally:
         await runner.cleanup()
     return codes[0], codes[1]
+
+
+class LostWhileAnswering:
+    """ns/web is held here when the call comes in, and lost before it is answered."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    def held_here(self, namespace: str, name: str) -> bool:
+        self.asked += 1
+        return self.asked == 1
+
+    def holder_of(self, namespace: str, name: str) -> str | None:
+        return None
+
+
+async def _lost_while_answering(tmp_path: Path) -> tuple[int, str | None, str]:
+    forwarder = Forwarder(LostWhileAnswering(), "replica-a", None)
+    api = _front(tmp_path, forwarder, IngestBudget(1 << 20))
+    port = free_port()
+    runner = await _serve(api.app(), port)
+    try:
+        async with aiohttp.ClientSession() as client:
+            url = f"http://127.0.0.1:{port}{JOB}/data"
+            auth = {"Authorization": "Bearer editor"}
+            async with client.post(url, data=b'{"time":1}', headers=auth) as r:
+                body = await r.json()
+                return r.status, r.headers.get("Retry-After"), body["error"]["reason"]
+    finally:
+        await forwarder.close()
+        await runner.cleanup()
+        api.runtime.close()
+
+
+def test_a_job_lost_while_answering_is_a_503_never_a_409(tmp_path: Path) -> None:
+    assert asyncio.run(_lost_while_answering(tmp_path)) == (503, "2", "ServiceUnavailable")
 
 
 def test_the_holder_must_serve_the_certificate_this_replica_serves(tmp_path: Path) -> None:

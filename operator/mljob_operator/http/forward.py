@@ -12,10 +12,11 @@ replica has authenticated and authorized the caller and, for data, reserved the 
 budget, so an unauthenticated client can make it buffer nothing and cannot spend the
 holder's failed sign-in allowance under this replica's address. The body is streamed,
 never read here. The holder checks the bearer token again; a call is forwarded at most
-once (`X-MLJob-Forwarded-By`), so two replicas that briefly disagree about a shard
-answer rather than loop. The holder's certificate is checked against the one this
-replica serves (one Secret for all replicas), not against a host name: replicas reach
-each other by pod IP.
+once (`X-MLJob-Forwarded-By`): one arriving at a replica that no longer holds the job
+(or a job lost while it is answered) is a 503 with Retry-After, never a 409 saying the
+job is closed, and two replicas that briefly disagree about a shard never loop. The
+holder's certificate is checked against the one this replica serves (one Secret for all
+replicas), not against a host name: replicas reach each other by pod IP.
 """
 
 from __future__ import annotations
@@ -72,15 +73,18 @@ class Forwarder:
         context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
         return context
 
+    def held_here(self, namespace: str, name: str) -> bool:
+        return self.holders.held_here(namespace, name)
+
     def target(self, request: web.Request) -> str | None:
-        if request.headers.get(FORWARDED_BY):
-            return None
         match = JOB_CALL.match(request.path)
         if match is None or not needs_holder(request.method, match["rest"]):
             return None
         namespace, name = match["namespace"], match["name"]
         if self.holders.held_here(namespace, name):
             return None
+        if request.headers.get(FORWARDED_BY):
+            raise self.moved(namespace, name)
         holder = self.holders.holder_of(namespace, name)
         if holder is None:
             raise Unavailable(
@@ -89,6 +93,16 @@ class Forwarder:
                 {"Retry-After": str(RETRY_AFTER_S)},
             )
         return holder
+
+    @staticmethod
+    def moved(namespace: str, name: str) -> Unavailable:
+        """This replica no longer holds the job (a forwarded call arriving just after
+        the shard moved, or a shard lost while answering): retry, never a 409."""
+        return Unavailable(
+            f"this replica no longer holds MLJob {namespace}/{name} (its shard is moving to"
+            f" another replica); retry in {RETRY_AFTER_S}s",
+            {"Retry-After": str(RETRY_AFTER_S)},
+        )
 
     async def forward(self, request: web.Request, target: str) -> web.Response:
         """The holder's answer to this (already authorized) call; its body is streamed."""

@@ -39,6 +39,7 @@ from mljob_operator.engine.persistence import ActiveSnapshotError, NotFoundError
 from mljob_operator.http.auth import Authorizer, User
 from mljob_operator.http.desired import StateRequests
 from mljob_operator.http.errors import (
+    ApiError,
     Conflict,
     Forbidden,
     JobNotOpen,
@@ -126,6 +127,11 @@ class Forwarding(Protocol):
 
     async def forward(self, request: web.Request, target: str) -> web.StreamResponse: ...
 
+    def held_here(self, namespace: str, name: str) -> bool: ...
+
+    def moved(self, namespace: str, name: str) -> ApiError:
+        """The answer for a job this replica stopped holding."""
+
 
 class DataApi:
     def __init__(
@@ -202,8 +208,12 @@ class DataApi:
     def _job(request: web.Request) -> str:
         return f"{request.match_info['namespace']}/{request.match_info['name']}"
 
-    @staticmethod
-    def _not_open(job_id: str) -> JobNotOpen:
+    def _not_open(self, job_id: str) -> ApiError:
+        """409 for a job that is closed; in leased mode a 503 instead when the job is
+        not this replica's any more (it is open on its new holder)."""
+        namespace, name = job_id.split("/", 1)
+        if self.forwarder is not None and not self.forwarder.held_here(namespace, name):
+            return self.forwarder.moved(namespace, name)
         return JobNotOpen(
             f"MLJob {job_id} is closed (or not yet open) and takes no data; set "
             "spec.state: opened (or POST .../open) to reopen it. Its results stay readable."
