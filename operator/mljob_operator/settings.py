@@ -172,7 +172,12 @@ def _shards(value: str, url: str | None) -> int:
     value = value.strip().lower()
     if value in OFF_WORDS:
         return 0
-    shards = int(value) if value else DEFAULT_SHARDS
+    try:
+        shards = int(value) if value else DEFAULT_SHARDS
+    except ValueError:
+        raise ValueError(
+            f"MLJOB_REPLICAS_SHARDS must be a whole number of shards, or off; got {value!r}"
+        ) from None
     if url is None:
         if value:
             raise ValueError(
@@ -180,23 +185,31 @@ def _shards(value: str, url: str | None) -> int:
                 " replicas cannot share a SQLite file"
             )
         return 0
-    if shards < 1:
-        raise ValueError(f"MLJOB_REPLICAS_SHARDS must be a positive number, got {value!r}")
+    if not 1 <= shards <= MAX_SHARDS:
+        raise ValueError(f"MLJOB_REPLICAS_SHARDS must be 1 to {MAX_SHARDS} (or off), got {value!r}")
     return shards
 
 
+MAX_SHARDS = 256
+"""Each shard is a Lease every replica lists and one holder renews every third of the
+lease duration: more shards than this only add apiserver writes."""
 MIN_LEASE_S = 3.0
+MAX_LEASE_S = 300.0
+"""A job whose replica dies waits up to a lease duration for its new holder."""
 
 
 def _lease_duration(value: str) -> float:
-    """Seconds; at least MIN_LEASE_S (renewals come every third of it, and a replica stops
-    acting on a shard a fifth of it before anyone may take it)."""
+    """Seconds, MIN_LEASE_S to MAX_LEASE_S (renewals come every third of it, and a
+    replica stops acting on a shard a fifth of it before anyone may take it)."""
     try:
         seconds = float(value)
     except ValueError:
         raise ValueError(f"MLJOB_LEASE_DURATION must be seconds, got {value!r}") from None
-    if not seconds >= MIN_LEASE_S:
-        raise ValueError(f"MLJOB_LEASE_DURATION must be at least {MIN_LEASE_S:g} s, got {value!r}")
+    if not MIN_LEASE_S <= seconds <= MAX_LEASE_S:  # also refuses nan
+        raise ValueError(
+            f"MLJOB_LEASE_DURATION must be {MIN_LEASE_S:g} to {MAX_LEASE_S:g} seconds,"
+            f" got {value!r}"
+        )
     return seconds
 
 

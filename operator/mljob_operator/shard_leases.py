@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import math
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -272,7 +273,7 @@ class ShardLeases:
             "metadata": meta,
             "spec": {
                 "holderIdentity": holder,
-                "leaseDurationSeconds": max(1, round(self.duration_s)),
+                "leaseDurationSeconds": math.ceil(self.duration_s),  # never below ours
                 "acquireTime": acquired if holder else None,
                 "renewTime": now if holder else None,
                 "leaseTransitions": transitions,

@@ -43,7 +43,23 @@ def test_the_namespace_is_given_or_defaults() -> None:
     assert OperatorSettings.from_env({**PG, "MLJOB_NAMESPACE": "ops"}).namespace == "ops"
 
 
-@pytest.mark.parametrize("value", ["0", "1.5", "nan", "soon"])
-def test_a_lease_duration_too_short_or_not_a_number_is_refused(value: str) -> None:
+@pytest.mark.parametrize("value", ["0", "-5", "1.5", "nan", "inf", "-inf", "301", "soon"])
+def test_a_lease_duration_out_of_bounds_or_not_a_number_is_refused(value: str) -> None:
     with pytest.raises(ValueError, match="MLJOB_LEASE_DURATION"):
         OperatorSettings.from_env({**PG, "MLJOB_LEASE_DURATION": value})
+
+
+@pytest.mark.parametrize("value", ["3", "300", "7.5"])
+def test_a_lease_duration_within_bounds_is_taken(value: str) -> None:
+    env = {**PG, "MLJOB_LEASE_DURATION": value}
+    assert OperatorSettings.from_env(env).lease_duration_s == float(value)
+
+
+@pytest.mark.parametrize("value", ["-1", "257", "100000", "many", "1.5"])
+def test_a_shard_count_out_of_bounds_or_not_a_number_is_refused(value: str) -> None:
+    with pytest.raises(ValueError, match="MLJOB_REPLICAS_SHARDS"):
+        OperatorSettings.from_env({**PG, "MLJOB_REPLICAS_SHARDS": value})
+
+
+def test_256_shards_are_taken() -> None:
+    assert OperatorSettings.from_env({**PG, "MLJOB_REPLICAS_SHARDS": "256"}).shards == 256

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import itertools
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from mljob_operator.kube import KubeError
@@ -164,6 +165,36 @@ async def _stuck_take() -> None:
     assert asked
     assert all(0 < t <= 0.5 for t in asked)  # the store's own bound is tighter
     assert set(api.holders().values()) == {None}  # every Lease it wrote was handed back
+
+
+def test_the_published_duration_is_never_shorter_than_the_one_trusted() -> None:
+    asyncio.run(_published())
+
+
+async def _published() -> None:
+    """Others judge expiry by the Lease's whole seconds; a fractional duration is rounded
+    up, so nobody takes a shard while this replica still trusts its hold."""
+    api = FakeLeases()
+    a = ShardLeases(
+        api,
+        Replica("mljob-system", "a", 2, "a.pods:8080", duration_s=3.4),
+        take_epoch=_epochs(),
+        on_lost=lambda shard: None,
+        monotonic=Clock(),
+    )
+    await a.tick()
+    published = {i["spec"]["leaseDurationSeconds"] for i in api.items.values()}
+    assert published == {4}
+    assert a.ownership.duration_s <= 4
+
+
+def _epochs() -> Callable[[int, float], Awaitable[int]]:
+    counter = itertools.count(1)
+
+    async def take(shard: int, timeout_s: float) -> int:
+        return next(counter)
+
+    return take
 
 
 def test_member_lease_names_are_valid_and_distinct() -> None:
