@@ -174,6 +174,16 @@ class Registry:
             return None
         return self.leases.holder_address(uid)
 
+    def deleted(self, key: str) -> None:
+        """The MLJob is gone from the apiserver: drop what was kept of it (a replica not
+        holding it keeps a record of every job seen; its controller, if any, ends with its
+        daemon)."""
+        self.uids.pop(key, None)
+        if key not in self.controllers:
+            self.settled.pop(key, None)
+        if self.fence is not None:
+            self.fence.forget(key)
+
     async def forget(self, key: str) -> None:
         """Drop a controller and its in-memory engine (the store keeps the job's data)."""
         self.controllers.pop(key, None)
@@ -426,15 +436,24 @@ async def reconcile(
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def changed(
-    body: kopf.Body, namespace: str | None, name: str | None, memo: Any, **_: Any
+    body: kopf.Body,
+    namespace: str | None,
+    name: str | None,
+    memo: Any,
+    event: Mapping[str, Any],
+    **_: Any,
 ) -> None:
     """Every watch event wakes the job's controller at once (kopf has already put the new
     body in the daemon's view): no polling between a change and the reaction to it. A
-    settled closed job (listed at start, or just settled) has its record refreshed."""
+    settled closed job (listed at start, or just settled) has its record refreshed; a
+    deleted one's is dropped."""
     registry: Registry | None = memo.get("registry")
     if registry is None or not name:
         return
     key = job_id(namespace or "", name)
+    if event.get("type") == "DELETED":
+        registry.deleted(key)
+        return
     if registry.leases is not None and body.metadata.uid:
         registry.uids[key] = body.metadata.uid
         if registry.fence is not None:  # its store writes (a settled job's too) are fenced

@@ -98,6 +98,10 @@ class ShardFence:
         with self._lock:
             self._job_shards[job_id] = shard
 
+    def forget(self, job_id: str) -> None:
+        with self._lock:
+            self._job_shards.pop(job_id, None)
+
     def token(self, job_id: str) -> tuple[int, int] | None:
         with self._lock:
             shard = self._job_shards.get(job_id)
