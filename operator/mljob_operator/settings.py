@@ -6,6 +6,7 @@ Everything that differs between a laptop, CI and a cluster is an environment var
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 import urllib.parse
@@ -91,6 +92,13 @@ class OperatorSettings:
     @property
     def leased(self) -> bool:
         return self.shards > 0
+
+    def __post_init__(self) -> None:
+        if self.leased and literal_address(self.advertise_addr) is None:
+            raise ValueError(
+                "MLJOB_ADVERTISE_ADDR (default MLJOB_POD_IP and the listen port) must be a"
+                f" literal IP:port other replicas can reach, got {self.advertise_addr!r}"
+            )
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> OperatorSettings:
@@ -213,6 +221,22 @@ def _lease_duration(value: str) -> float:
     return seconds
 
 
+def literal_address(value: str) -> str | None:
+    """`value` as `IP:port` (`[IPv6]:port`) if it is a literal address (no host name,
+    user info or path), else None."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        return None
+    bracketed = host.startswith("[") and host.endswith("]")
+    try:
+        ip = ipaddress.ip_address(host[1:-1] if bracketed else host)
+    except ValueError:
+        return None
+    if (ip.version == 6) != bracketed:
+        return None
+    return f"[{ip}]:{int(port)}" if bracketed else f"{ip}:{int(port)}"
+
+
 def _own_namespace() -> str:
     try:
         return SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or "default"
@@ -223,7 +247,10 @@ def _own_namespace() -> str:
 def _advertised_host(listen_host: str) -> str:
     host = listen_host.strip("[]")
     if host in ("0.0.0.0", "::", ""):
-        return socket.gethostname()
+        try:
+            return socket.gethostbyname(socket.gethostname())
+        except OSError:
+            return socket.gethostname()
     return f"[{host}]" if ":" in host else host
 
 

@@ -15,7 +15,7 @@ from aiohttp import web
 from devtools.processes import free_port
 from mljob_operator.http.auth import Authorizer
 from mljob_operator.http.desired import StateRequests
-from mljob_operator.http.forward import FORWARDED_BY, Forwarder, needs_holder
+from mljob_operator.http.forward import FORWARDED_BY, Forwarder, needs_holder, peer_address
 from mljob_operator.http.limits import IngestBudget, WaiterLimit
 from mljob_operator.http.server import ApiLimits, DataApi
 from mljob_operator.http.tls import generated_pair
@@ -49,11 +49,38 @@ class Holders:
         return self.address
 
 
-async def _serve(app: web.Application, port: int) -> web.AppRunner:
+async def _serve(
+    app: web.Application, port: int, tls: ssl.SSLContext | None = None
+) -> web.AppRunner:
     runner = web.AppRunner(app)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=tls).start()
     return runner
+
+
+def _pair(directory: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A served certificate, and the peer context of a replica serving the same one."""
+    cert, key = generated_pair(directory)
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    served.load_cert_chain(cert, key)
+    return served, Forwarder.peer_context(str(cert))
+
+
+def test_only_a_literal_ip_and_port_is_a_forward_target() -> None:
+    assert peer_address("10.0.0.7:8443") == "10.0.0.7:8443"
+    assert peer_address("[fd00::7]:8443") == "[fd00::7]:8443"
+    for bad in (
+        "evil.example:443",
+        "user@10.0.0.7:8443",
+        "10.0.0.7:8443/path",
+        "10.0.0.7",
+        "10.0.0.7:0",
+        "10.0.0.7:70000",
+        "fd00::7:8443",
+        "10.0.0.7:8443#x",
+        "",
+    ):
+        assert peer_address(bad) is None, bad
 
 
 def _front(tmp_path: Path, forwarder: Forwarder, budget: IngestBudget) -> DataApi:
@@ -85,10 +112,11 @@ async def _forwarding(tmp_path: Path) -> None:
     holder_port, front_port, dead_port = free_port(), free_port(), free_port()
     back = web.Application()
     back.router.add_post(f"{JOB}/data", holder)
-    forwarder = Forwarder(Holders(f"127.0.0.1:{holder_port}"), "replica-a", None)
+    served, peers = _pair(tmp_path / "tls")
+    forwarder = Forwarder(Holders(f"127.0.0.1:{holder_port}"), "replica-a", peers)
     budget = IngestBudget(64)
     api = _front(tmp_path, forwarder, budget)
-    runners = [await _serve(back, holder_port), await _serve(api.app(), front_port)]
+    runners = [await _serve(back, holder_port, served), await _serve(api.app(), front_port)]
     try:
         async with aiohttp.ClientSession() as client:
             url = f"http://127.0.0.1:{front_port}{JOB}"
@@ -129,6 +157,49 @@ async def _forwarding(tmp_path: Path) -> None:
         for runner in runners:
             await runner.cleanup()
         api.runtime.close()
+
+
+async def _not_forwarded(tmp_path: Path) -> list[tuple[int, str]]:
+    """A published address that is not a literal IP:port, and a replica serving without
+    TLS: nothing is sent, the answer says why."""
+    reached: list[str] = []
+
+    async def holder(request: web.Request) -> web.Response:
+        reached.append(request.path)
+        return web.json_response({}, status=202)
+
+    back = web.Application()
+    back.router.add_post(f"{JOB}/data", holder)
+    served, peers = _pair(tmp_path / "tls")
+    holder_port, front_port = free_port(), free_port()
+    forwarder = Forwarder(Holders(f"user@localhost:{holder_port}"), "a", peers)
+    api = _front(tmp_path, forwarder, IngestBudget(1 << 20))
+    runners = [await _serve(back, holder_port, served), await _serve(api.app(), front_port)]
+    answers = []
+    try:
+        async with aiohttp.ClientSession() as client:
+            url = f"http://127.0.0.1:{front_port}{JOB}/data"
+            auth = {"Authorization": "Bearer editor"}
+            for address, tls in ((f"user@localhost:{holder_port}", peers), (None, None)):
+                forwarder.holders = Holders(address or f"127.0.0.1:{holder_port}")
+                forwarder.ssl_context = tls
+                async with client.post(url, data=b"{}", headers=auth) as r:
+                    answers.append((r.status, (await r.json())["error"]["message"]))
+    finally:
+        await forwarder.close()
+        for runner in runners:
+            await runner.cleanup()
+        api.runtime.close()
+    assert reached == []
+    return answers
+
+
+def test_no_call_goes_to_a_host_name_or_without_tls(tmp_path: Path) -> None:
+    (bad_address, no_tls) = asyncio.run(_not_forwarded(tmp_path))
+    assert bad_address[0] == 503
+    assert "not an IP:port" in bad_address[1]
+    assert no_tls[0] == 503
+    assert "MLJOB_TLS=off" in no_tls[1]
 
 
 def test_a_call_is_forwarded_only_once_authorized_and_within_the_ingest_budget(
@@ -189,7 +260,7 @@ class LostWhileAnswering:
 
 
 async def _lost_while_answering(tmp_path: Path) -> tuple[int, str | None, str]:
-    forwarder = Forwarder(LostWhileAnswering(), "replica-a", None)
+    forwarder = Forwarder(LostWhileAnswering(), "replica-a", _pair(tmp_path / "tls")[1])
     api = _front(tmp_path, forwarder, IngestBudget(1 << 20))
     port = free_port()
     runner = await _serve(api.app(), port)
@@ -214,3 +285,45 @@ def test_the_holder_must_serve_the_certificate_this_replica_serves(tmp_path: Pat
     shared, foreign = asyncio.run(_over_tls(tmp_path))
     assert shared == 202
     assert foreign == 503  # another pair: refused, never sent the token
+
+
+async def _bounded(tmp_path: Path) -> tuple[int, int]:
+    """One forwarded call may wait at once here: the second is a 429, not another
+    parked connection; the first still gets its answer."""
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(request: web.Request) -> web.Response:
+        entered.set()
+        await release.wait()
+        return web.json_response({"flushed": True})
+
+    back = web.Application()
+    back.router.add_post(f"{JOB}/flush", slow)
+    served, peers = _pair(tmp_path / "tls")
+    holder_port, front_port = free_port(), free_port()
+    forwarder = Forwarder(Holders(f"127.0.0.1:{holder_port}"), "a", peers, max_in_flight=1)
+    api = _front(tmp_path, forwarder, IngestBudget(1 << 20))
+    runners = [await _serve(back, holder_port, served), await _serve(api.app(), front_port)]
+    try:
+        async with aiohttp.ClientSession() as client:
+            url = f"http://127.0.0.1:{front_port}{JOB}/flush"
+            auth = {"Authorization": "Bearer editor"}
+
+            async def call() -> int:
+                async with client.post(url, headers=auth) as r:
+                    return r.status
+
+            first = asyncio.ensure_future(call())
+            await entered.wait()
+            second = await call()
+            release.set()
+            return await first, second
+    finally:
+        await forwarder.close()
+        for runner in runners:
+            await runner.cleanup()
+        api.runtime.close()
+
+
+def test_forwarded_calls_in_flight_are_bounded(tmp_path: Path) -> None:
+    assert asyncio.run(_bounded(tmp_path)) == (200, 429)

@@ -63,3 +63,12 @@ def test_a_shard_count_out_of_bounds_or_not_a_number_is_refused(value: str) -> N
 
 def test_256_shards_are_taken() -> None:
     assert OperatorSettings.from_env({**PG, "MLJOB_REPLICAS_SHARDS": "256"}).shards == 256
+
+
+@pytest.mark.parametrize("value", ["pod-a.example:8443", "user@10.0.0.7:8443", "10.0.0.7"])
+def test_an_advertised_address_that_is_not_a_literal_ip_and_port_is_refused(value: str) -> None:
+    with pytest.raises(ValueError, match="MLJOB_ADVERTISE_ADDR"):
+        OperatorSettings.from_env({**PG, "MLJOB_ADVERTISE_ADDR": value})
+    assert not OperatorSettings.from_env(
+        {**PG, "MLJOB_ADVERTISE_ADDR": value, "MLJOB_REPLICAS_SHARDS": "off"}
+    ).leased

@@ -17,6 +17,12 @@ once (`X-MLJob-Forwarded-By`): one arriving at a replica that no longer holds th
 job is closed, and two replicas that briefly disagree about a shard never loop. The
 holder's certificate is checked against the one this replica serves (one Secret for all
 replicas), not against a host name: replicas reach each other by pod IP.
+
+The holder's address comes from a Lease annotation, which anyone who may write Leases in
+the operator's namespace can set, so it is used only as a literal `IP:port` (no host
+name, user info or path), and only over TLS: with `MLJOB_TLS=off` the caller's token
+would cross the network in clear, so nothing is forwarded (503 saying so). At most
+`MAX_IN_FLIGHT` forwarded calls wait on holders at once (429 past it).
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ import aiohttp
 from aiohttp import web
 
 from mljob_operator.http.errors import Unavailable
+from mljob_operator.http.limits import TooManyRequests
+from mljob_operator.settings import literal_address as peer_address
 
 FORWARDED_BY = "X-MLJob-Forwarded-By"
 JOB_CALL = re.compile(
@@ -41,7 +49,11 @@ LOCAL_CALLS = ("open", "close")
 PASSED_HEADERS = ("Authorization", "Content-Type", "Content-Length", "Accept")
 RETURNED_HEADERS = ("Content-Type", "Retry-After")
 RETRY_AFTER_S = 2
+ADDRESS_NOTE = "annotation ml.mljob.dev/address on its shard Lease"
 TIMEOUT_S = 300.0
+"""A forwarded call's whole time (data, flush, stats, snapshot changes; never a wait
+for open or close, which are not forwarded)."""
+MAX_IN_FLIGHT = 64
 
 
 class Holders(Protocol):
@@ -60,8 +72,15 @@ def needs_holder(method: str, rest: str) -> bool:
 
 
 class Forwarder:
-    def __init__(self, holders: Holders, me: str, ssl_context: ssl.SSLContext | None) -> None:
+    def __init__(
+        self,
+        holders: Holders,
+        me: str,
+        ssl_context: ssl.SSLContext | None,
+        max_in_flight: int = MAX_IN_FLIGHT,
+    ) -> None:
         self.holders, self.me, self.ssl_context = holders, me, ssl_context
+        self.max_in_flight, self.in_flight = max_in_flight, 0
         self._session: aiohttp.ClientSession | None = None
 
     @staticmethod
@@ -92,7 +111,20 @@ class Forwarder:
                 f" taken over); retry in {RETRY_AFTER_S}s",
                 {"Retry-After": str(RETRY_AFTER_S)},
             )
-        return holder
+        address = peer_address(holder)
+        if address is None:
+            raise Unavailable(
+                f"MLJob {namespace}/{name} is held by another replica whose published"
+                f" address ({ADDRESS_NOTE}) is not an IP:port; not forwarded. Set"
+                " MLJOB_ADVERTISE_ADDR (or MLJOB_POD_IP) on the replicas."
+            )
+        if self.ssl_context is None:
+            raise Unavailable(
+                f"MLJob {namespace}/{name} is held by another replica, and calls are not"
+                " forwarded between replicas with MLJOB_TLS=off (the bearer token would"
+                " cross the network in clear); serve the data API over TLS."
+            )
+        return address
 
     @staticmethod
     def moved(namespace: str, name: str) -> Unavailable:
@@ -106,18 +138,30 @@ class Forwarder:
 
     async def forward(self, request: web.Request, target: str) -> web.Response:
         """The holder's answer to this (already authorized) call; its body is streamed."""
+        if self.in_flight >= self.max_in_flight:
+            raise TooManyRequests(
+                f"{self.in_flight} calls are being forwarded to other replicas already (at"
+                f" most {self.max_in_flight}); retry shortly",
+                RETRY_AFTER_S,
+            )
+        self.in_flight += 1
+        try:
+            return await self._forward(request, target)
+        finally:
+            self.in_flight -= 1
+
+    async def _forward(self, request: web.Request, target: str) -> web.Response:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT_S))
-        scheme = "https" if self.ssl_context is not None else "http"
         headers = {h: request.headers[h] for h in PASSED_HEADERS if h in request.headers}
         headers[FORWARDED_BY] = self.me
         try:
             async with self._session.request(
                 request.method,
-                f"{scheme}://{target}{request.rel_url}",
+                f"https://{target}{request.rel_url}",
                 data=request.content if request.body_exists else None,
                 headers=headers,
-                ssl=self.ssl_context if self.ssl_context is not None else False,
+                ssl=self.ssl_context or True,  # target() refuses without TLS
             ) as answer:
                 payload = await answer.read()
                 kept = {h: answer.headers[h] for h in RETURNED_HEADERS if h in answer.headers}
