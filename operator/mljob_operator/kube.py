@@ -211,6 +211,19 @@ class KubeClient:
         )
         return cast(dict[str, Any], self._api_client.sanitize_for_serialization(done))
 
+    async def delete_lease(self, namespace: str, name: str, resource_version: str) -> None:
+        """Delete a Lease only at the version read (a 409 if it was written since)."""
+        options = kubernetes.client.V1DeleteOptions(
+            preconditions=kubernetes.client.V1Preconditions(resource_version=resource_version)
+        )
+        await self._call(
+            self._leases.delete_namespaced_lease,
+            name,
+            namespace,
+            body=options,
+            retry_conflicts=False,
+        )
+
     def endpoints(self) -> tuple[tuple[str, int], ...]:
         """(host, port) of the apiserver as this client reaches it, and in a cluster its
         Service address too."""

@@ -12,7 +12,10 @@ time (`asyncio.wait_for`, and the store's own lock timeout inside it), and a sha
 epoch was not taken in time (a paused replica's commit holds the row) is handed back.
 
 The address other replicas forward data API calls to is published on every Lease held
-(annotation `ml.mljob.dev/address`).
+(annotation `ml.mljob.dev/address`). A replica deletes its membership Lease when it
+stops, and the membership Lease of one that died is deleted by the others once it has
+been expired for `COLLECT_AFTER` lease durations (at the version seen, so never one
+renewed meanwhile): replica ids are pod names, so they would pile up otherwise.
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ LEASE_LABEL = f"{GROUP}/lease"
 ADDRESS_ANNOTATION = f"{GROUP}/address"
 SHARD_PREFIX = "mljob-shard-"
 MEMBER_PREFIX = "mljob-replica-"
+COLLECT_AFTER = 10
+"""Lease durations a membership Lease stays expired before the others delete it."""
 MIN_TAKE_S = 0.2
 """Below this much of a tick's time left for taking epochs, the rest wait a tick."""
 
@@ -56,6 +61,7 @@ class LeaseApi(Protocol):
     async def list_leases(self, namespace: str, selector: str) -> list[dict[str, Any]]: ...
     async def create_lease(self, namespace: str, lease: dict[str, Any]) -> dict[str, Any]: ...
     async def replace_lease(self, namespace: str, lease: dict[str, Any]) -> dict[str, Any]: ...
+    async def delete_lease(self, namespace: str, name: str, resource_version: str) -> None: ...
 
 
 def member_lease_name(replica: str) -> str:
@@ -162,8 +168,11 @@ class ShardLeases:
                     await self.api.replace_lease(self.namespace, self._body(lease, None))
         member = self._leases.get(member_lease_name(self.me))
         if member is not None:
-            with contextlib.suppress(KubeError):
-                await self.api.replace_lease(self.namespace, self._body(member, None))
+            try:
+                await self._delete(member)
+            except KubeError:  # e.g. a Role without the delete verb: at least release it
+                with contextlib.suppress(KubeError):
+                    await self.api.replace_lease(self.namespace, self._body(member, None))
 
     async def tick(self) -> None:
         now = self.monotonic()
@@ -173,6 +182,7 @@ class ShardLeases:
             self._drop(shard)
         leases, members = await self._observe()
         await self._renew_membership()
+        await self._collect(self.monotonic())
         now = self.monotonic()
         alive = live_members(self.me, members, now)
         await self._carry_out(
@@ -226,6 +236,29 @@ class ShardLeases:
                 continue
             self.ownership.acquired(shard, sent, epoch)
             log.info("shard %d: acquired (epoch %d)", shard, epoch)
+
+    async def _collect(self, now: float) -> None:
+        """Delete the membership Leases of replicas gone for long (see module docstring)."""
+        mine = member_lease_name(self.me)
+        for name, lease in list(self._leases.items()):
+            if not name.startswith(MEMBER_PREFIX) or name == mine:
+                continue
+            seen = self._view(lease, now)
+            if now < seen.first_seen + seen.duration_s * (1 + COLLECT_AFTER):
+                continue
+            try:
+                await self._delete(lease)
+            except KubeError as err:
+                if err.status not in (404, 409):
+                    log.warning("membership Lease %s not deleted: %s", name, err)
+                continue
+            log.info("membership Lease %s expired long ago: deleted", name)
+
+    async def _delete(self, lease: dict[str, Any]) -> None:
+        meta = lease.get("metadata") or {}
+        await self.api.delete_lease(self.namespace, meta["name"], meta["resourceVersion"])
+        self._leases.pop(meta["name"], None)
+        self._seen.pop(meta["name"], None)
 
     def _drop(self, shard: int) -> None:
         self.ownership.dropped(shard)

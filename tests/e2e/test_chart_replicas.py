@@ -79,7 +79,7 @@ def test_the_leased_deployment_and_its_lease_role(
         {
             "apiGroups": ["coordination.k8s.io"],
             "resources": ["leases"],
-            "verbs": ["get", "list", "create", "update"],
+            "verbs": ["get", "list", "create", "update", "delete"],
         }
     ]
     done = control_plane.kubectl(

@@ -41,6 +41,14 @@ class FakeLeases:
             raise KubeError(409, "the object has been modified")
         return self._store(lease)
 
+    async def delete_lease(self, namespace: str, name: str, resource_version: str) -> None:
+        current = self.items.get(name)
+        if current is None:
+            raise KubeError(404, "not found")
+        if current["metadata"]["resourceVersion"] != resource_version:
+            raise KubeError(409, "precondition failed")
+        del self.items[name]
+
     def _store(self, lease: dict[str, Any]) -> dict[str, Any]:
         stored = copy.deepcopy(lease)
         stored["metadata"]["resourceVersion"] = str(next(self._versions))
@@ -135,7 +143,7 @@ async def _stop() -> None:
     await a.stop()
     assert set(api.holders().values()) == {None}
     assert sorted(lost) == list(range(16))
-    assert api.items[member_lease_name("a")]["spec"]["holderIdentity"] is None
+    assert member_lease_name("a") not in api.items  # gone with it, not left behind
 
 
 def test_an_epoch_that_cannot_be_taken_hands_the_lease_back_without_stalling_the_loop() -> None:
@@ -195,6 +203,29 @@ def _epochs() -> Callable[[int, float], Awaitable[int]]:
         return next(counter)
 
     return take
+
+
+def test_a_long_expired_member_lease_is_collected() -> None:
+    asyncio.run(_collect())
+
+
+async def _collect() -> None:
+    """A replica that died without stopping leaves its membership Lease; the others
+    delete it once it has been expired for a while (never a live one)."""
+    api, clock = FakeLeases(), Clock()
+    a, b = _replica(api, clock, "a", []), _replica(api, clock, "b", [])
+    await a.tick()
+    await b.tick()
+    members = {member_lease_name("a"), member_lease_name("b")}
+    assert members <= set(api.items)
+    clock.now += 15 * 2  # b is gone: expired, but not for long yet
+    await a.tick()
+    assert members <= set(api.items)
+    while member_lease_name("b") in api.items:
+        assert clock.now < 1000 + 15 * 20, "never collected"
+        clock.now += 5
+        await a.tick()
+    assert member_lease_name("a") in api.items
 
 
 def test_member_lease_names_are_valid_and_distinct() -> None:
