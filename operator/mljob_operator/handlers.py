@@ -323,17 +323,15 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         registry.leases = _shard_leases(op, kube, store, fence)
         registry.leases.start()
 
-    ssl_context = None
+    served = None
     if op.tls_enabled:
         cert, key = op.tls_cert, op.tls_key
         if cert is None or key is None:
             cert, key = generated_pair(op.data_dir / "tls", op.tls_names)
-        ssl_context = ReloadingContext(cert, key).listener
+        served = ReloadingContext(cert, key)
     if registry.leases is not None:
-        peers = None
-        if op.tls_enabled:
-            peers = Forwarder.peer_context(str(op.tls_cert or op.data_dir / "tls" / "tls.crt"))
-        registry.forwarder = Forwarder(registry, op.replica_id, peers)
+        peers = None if served is None else Forwarder.peer_context(str(served.cert))
+        registry.forwarder = Forwarder(registry, op.replica_id, peers, served=served)
     api = DataApi(
         registry.runtime,
         Authorizer(registry.kube, sign_in_failures=SignInFailures(op.sign_in_failures_per_minute)),
@@ -343,7 +341,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         ApiLimits(IngestBudget(op.ingest_budget_bytes), WaiterLimit(op.waiters_per_user)),
         forwarder=registry.forwarder,
     )
-    registry.http = await start_server(api.app(), op.http_host, op.http_port, ssl_context)
+    listener = None if served is None else served.listener
+    registry.http = await start_server(api.app(), op.http_host, op.http_port, listener)
     if op.metrics_addr is not None:
         metrics.watch_jobs(
             registry.statuses,

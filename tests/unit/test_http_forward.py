@@ -18,7 +18,7 @@ from mljob_operator.http.desired import StateRequests
 from mljob_operator.http.forward import FORWARDED_BY, Forwarder, needs_holder, peer_address
 from mljob_operator.http.limits import IngestBudget, WaiterLimit
 from mljob_operator.http.server import ApiLimits, DataApi
-from mljob_operator.http.tls import generated_pair
+from mljob_operator.http.tls import ReloadingContext, generated_pair
 from mljob_operator.runtime import JobRuntime
 from mljob_operator.store import open_store
 from tests.unit.test_http_server import Jobs, NoJobs, Reviews
@@ -327,3 +327,50 @@ async def _bounded(tmp_path: Path) -> tuple[int, int]:
 
 def test_forwarded_calls_in_flight_are_bounded(tmp_path: Path) -> None:
     assert asyncio.run(_bounded(tmp_path)) == (200, 429)
+
+
+async def _renewed(tmp_path: Path) -> list[int]:
+    """Both replicas' certificate is renewed in place (one Secret): this replica's trust
+    follows its own served pair, so forwarding goes on without a restart."""
+
+    async def holder(request: web.Request) -> web.Response:
+        return web.json_response({"flushed": True})
+
+    cert, key = generated_pair(tmp_path / "tls")
+    served = ReloadingContext(cert, key, check_every_s=0.0)
+    holder_port, front_port = free_port(), free_port()
+    forwarder = Forwarder(
+        Holders(f"127.0.0.1:{holder_port}"),
+        "a",
+        Forwarder.peer_context(str(cert)),
+        served=served,
+    )
+    api = _front(tmp_path, forwarder, IngestBudget(1 << 20))
+    front = await _serve(api.app(), front_port)
+    codes = []
+    try:
+        for n in range(2):
+            if n:  # a renewed pair replaces the files; the holder serves it from now on
+                renewed = generated_pair(tmp_path / "renewed")
+                cert.write_bytes(renewed[0].read_bytes())
+                key.write_bytes(renewed[1].read_bytes())
+            back = web.Application()
+            back.router.add_post(f"{JOB}/flush", holder)
+            runner = await _serve(back, holder_port, _pair(cert.parent)[0])
+            try:
+                async with aiohttp.ClientSession() as client:
+                    url = f"http://127.0.0.1:{front_port}{JOB}/flush"
+                    auth = {"Authorization": "Bearer editor"}
+                    async with client.post(url, headers=auth) as r:
+                        codes.append(r.status)
+            finally:
+                await runner.cleanup()
+    finally:
+        await forwarder.close()
+        await front.cleanup()
+        api.runtime.close()
+    return codes
+
+
+def test_peer_trust_follows_a_renewed_served_certificate(tmp_path: Path) -> None:
+    assert asyncio.run(_renewed(tmp_path)) == [200, 200]

@@ -16,7 +16,8 @@ once (`X-MLJob-Forwarded-By`): one arriving at a replica that no longer holds th
 (or a job lost while it is answered) is a 503 with Retry-After, never a 409 saying the
 job is closed, and two replicas that briefly disagree about a shard never loop. The
 holder's certificate is checked against the one this replica serves (one Secret for all
-replicas), not against a host name: replicas reach each other by pod IP.
+replicas), not against a host name: replicas reach each other by pod IP; when the served
+pair is reloaded (a renewed certificate) that trust is built again from it.
 
 The holder's address comes from a Lease annotation, which anyone who may write Leases in
 the operator's namespace can set, so it is used only as a literal `IP:port` (no host
@@ -36,6 +37,7 @@ from aiohttp import web
 
 from mljob_operator.http.errors import Unavailable
 from mljob_operator.http.limits import TooManyRequests
+from mljob_operator.http.tls import ReloadingContext
 from mljob_operator.settings import literal_address as peer_address
 
 FORWARDED_BY = "X-MLJob-Forwarded-By"
@@ -78,8 +80,10 @@ class Forwarder:
         me: str,
         ssl_context: ssl.SSLContext | None,
         max_in_flight: int = MAX_IN_FLIGHT,
+        served: ReloadingContext | None = None,
     ) -> None:
         self.holders, self.me, self.ssl_context = holders, me, ssl_context
+        self.served, self._trusted = served, None if served is None else served.reloads
         self.max_in_flight, self.in_flight = max_in_flight, 0
         self._session: aiohttp.ClientSession | None = None
 
@@ -150,6 +154,16 @@ class Forwarder:
         finally:
             self.in_flight -= 1
 
+    def _peer_trust(self) -> ssl.SSLContext | bool:
+        """The peer context, built again once the served pair was reloaded (a renewed
+        certificate is the one the other replicas serve too)."""
+        if self.served is not None:
+            self.served.check_if_due()
+            if self.served.reloads != self._trusted:
+                self._trusted = self.served.reloads
+                self.ssl_context = self.peer_context(str(self.served.cert))
+        return self.ssl_context or True  # target() refuses without TLS
+
     async def _forward(self, request: web.Request, target: str) -> web.Response:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT_S))
@@ -161,7 +175,7 @@ class Forwarder:
                 f"https://{target}{request.rel_url}",
                 data=request.content if request.body_exists else None,
                 headers=headers,
-                ssl=self.ssl_context or True,  # target() refuses without TLS
+                ssl=self._peer_trust(),
             ) as answer:
                 payload = await answer.read()
                 kept = {h: answer.headers[h] for h in RETURNED_HEADERS if h in answer.headers}

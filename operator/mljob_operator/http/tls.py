@@ -176,6 +176,12 @@ class ReloadingContext:
         log.info("TLS pair %s, %s reloaded", *self._paths())
         return True
 
+    def check_if_due(self) -> None:
+        """`check` unless it ran less than `check_every_s` ago (for a user of the pair
+        other than the listener, such as the peer trust of forwarding)."""
+        if self.clock() - self._checked_at >= self.check_every_s:
+            self.check()
+
     def _paths(self) -> tuple[str, str]:
         return str(self.cert), str(self.key)
 
