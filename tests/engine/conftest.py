@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 
@@ -90,3 +91,13 @@ def clock() -> FakeClock:
 
 def ndjson(records: list[dict[str, Any]]) -> bytes:
     return b"\n".join(orjson.dumps(r) for r in records)
+
+
+def daily_two_hosts(start: int, stop: int) -> Iterator[tuple[int, int, str, float]]:
+    """(bucket, record in bucket, host, value): four records a 5-minute bucket for hosts a
+    and b, a daily sine plus noise seeded by the bucket (the same values in every test)."""
+    for b in range(start, stop):
+        rng = np.random.default_rng(b)
+        for i in range(4):
+            for host in ("a", "b"):
+                yield b, i, host, float(20 + 5 * np.sin(2 * np.pi * b / 288) + rng.normal())

@@ -12,7 +12,7 @@ import pytest
 from mljob_operator.engine import DetectorConfig, Job, JobConfig, JobNotClosedError
 from mljob_operator.engine.job import revert_to_snapshot
 from mljob_operator.store import ActiveSnapshotError, ResultsQuery, Store
-from tests.engine.conftest import T0, FakeClock, StoreBackend, ndjson
+from tests.engine.conftest import T0, FakeClock, StoreBackend, daily_two_hosts, ndjson
 
 SPAN = 300
 STEPS = ("stop_intake", "flush_buffers", "finalize_results", "persist_snapshot", "prune_history")
@@ -30,16 +30,12 @@ CONFIG = JobConfig(
 
 
 def _data(start: int, stop: int) -> bytes:
-    records = []
-    for b in range(start, stop):
-        rng = np.random.default_rng(b)
-        for i in range(4):
-            for host in ("a", "b"):
-                value = 20 + 5 * np.sin(2 * np.pi * b / 288) + rng.normal()
-                if b % 397 == 0:
-                    value += 30
-                records.append({"time": T0 + b * SPAN + i * 60, "v": float(value), "host": host})
-    return ndjson(records)
+    return ndjson(
+        [
+            {"time": T0 + b * SPAN + i * 60, "v": v + (30 if b % 397 == 0 else 0), "host": host}
+            for b, i, host, v in daily_two_hosts(start, stop)
+        ]
+    )
 
 
 def _close(job: Job, close_id: str) -> dict[str, Any]:

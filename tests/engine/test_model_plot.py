@@ -6,12 +6,10 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-
 from mljob_operator.engine import DetectorConfig, Job, JobConfig
 from mljob_operator.engine.model_plot import MODEL_PLOT_SERIES_PER_BUCKET
 from mljob_operator.store import ModelPlotQuery, ResultsQuery, Store
-from tests.engine.conftest import T0, FakeClock, StoreBackend, ndjson
+from tests.engine.conftest import T0, FakeClock, StoreBackend, daily_two_hosts, ndjson
 
 SPAN = 300
 SPIKE = 500
@@ -31,17 +29,11 @@ CONFIG = JobConfig(
 
 def _data(start: int, stop: int) -> bytes:
     records = []
-    for b in range(start, stop):
-        rng = np.random.default_rng(b)
-        for i in range(4):
-            for host in ("a", "b"):
-                value = 20 + 5 * np.sin(2 * np.pi * b / 288) + rng.normal()
-                user = "alice" if i % 2 else "bob"
-                if b == SPIKE and host == "b":
-                    value, user = value + 60, "mallory"
-                records.append(
-                    {"time": T0 + b * SPAN + i * 60, "v": float(value), "host": host, "user": user}
-                )
+    for b, i, host, base in daily_two_hosts(start, stop):
+        spike = b == SPIKE and host == "b"
+        user = "mallory" if spike else "alice" if i % 2 else "bob"
+        value = base + 60 if spike else base
+        records.append({"time": T0 + b * SPAN + i * 60, "v": value, "host": host, "user": user})
     return ndjson(records)
 
 
