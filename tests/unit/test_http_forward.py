@@ -15,8 +15,10 @@ from aiohttp import web
 from devtools.processes import free_port
 from mljob_operator.http.auth import Authorizer
 from mljob_operator.http.desired import StateRequests
-from mljob_operator.http.forward import FORWARDED_BY, Forwarder, needs_holder, peer_address
+from mljob_operator.http.forward import FORWARDED_BY, Forwarder, peer_address
 from mljob_operator.http.limits import IngestBudget, WaiterLimit
+from mljob_operator.http.routes import JOB as JOB_PATH
+from mljob_operator.http.routes import ROUTES
 from mljob_operator.http.server import ApiLimits, DataApi
 from mljob_operator.http.tls import ReloadingContext, generated_pair
 from mljob_operator.runtime import JobRuntime
@@ -26,14 +28,20 @@ from tests.unit.test_http_server import Jobs, NoJobs, Reviews
 JOB = "/v1/namespaces/ns/mljobs/web"
 
 
+def needs_holder(method: str, rest: str) -> bool:
+    """The route table's word for a call of a job (`Route.holder`)."""
+    (route,) = [r for r in ROUTES if r.method == method and r.path == f"{JOB_PATH}/{rest}"]
+    return route.holder
+
+
 def test_engine_calls_need_the_holder_and_store_reads_do_not() -> None:
     assert needs_holder("POST", "data")
     assert needs_holder("GET", "stats")
-    assert needs_holder("DELETE", "modelsnapshots/123")
+    assert needs_holder("DELETE", "modelsnapshots/{snapshotId}")
     assert not needs_holder("GET", "results/buckets")
     assert not needs_holder("GET", "modelsnapshots")
     assert not needs_holder("POST", "open")  # through the apiserver, waited on here
-    assert not needs_holder("POST", "close")
+    assert [r for r in ROUTES if r.operation_id == "closeJobs" and r.holder] == []
 
 
 class Holders:

@@ -1,11 +1,12 @@
 """Forwarding a job's call to the replica that holds it (leased mode), so clients keep one
 Service address whichever replica answers.
 
-Calls that need the job's engine (data, flush, stats, snapshot changes) go to the
-holder's address, published on its shard Lease; GETs of results or snapshots are served
-by any replica from the shared store, and open and close by any replica too (they patch
-the spec through the apiserver and wait on the status every replica watches, as a
-close of several jobs always did), so no long wait is ever forwarded.
+Calls that need the job's engine (data, flush, stats, snapshot changes: the routes
+marked `holder` in the route table) go to the holder's address, published on its shard
+Lease; GETs of results or snapshots are served by any replica from the shared store,
+and open and close by any replica too (they patch the spec through the apiserver and
+wait on the status every replica watches, as a close of several jobs always did), so no
+long wait is ever forwarded.
 
 A call is forwarded only from inside its route's guard (`server.DataApi`): after this
 replica has authenticated and authorized the caller and, for data, reserved the ingest
@@ -28,7 +29,6 @@ would cross the network in clear, so nothing is forwarded (503 saying so). At mo
 
 from __future__ import annotations
 
-import re
 import ssl
 from typing import Protocol
 
@@ -41,13 +41,6 @@ from mljob_operator.http.tls import ReloadingContext
 from mljob_operator.settings import literal_address as peer_address
 
 FORWARDED_BY = "X-MLJob-Forwarded-By"
-JOB_CALL = re.compile(
-    r"^/v1/namespaces/(?P<namespace>[^/]+)/mljobs/(?P<name>[^/,*]+)/(?P<rest>.+)$"
-)
-LOCAL_READS = ("results/", "modelsnapshots")
-"""GETs under these are answered by any replica (the store is shared)."""
-LOCAL_CALLS = ("open", "close")
-"""Answered by any replica: through the apiserver and the watched status."""
 PASSED_HEADERS = ("Authorization", "Content-Type", "Content-Length", "Accept")
 RETURNED_HEADERS = ("Content-Type", "Retry-After")
 RETRY_AFTER_S = 2
@@ -65,12 +58,6 @@ class Holders(Protocol):
 
     def holder_of(self, namespace: str, name: str) -> str | None:
         """`host:port` of the other replica holding the job (None: nobody right now)."""
-
-
-def needs_holder(method: str, rest: str) -> bool:
-    if method == "GET":
-        return not rest.startswith(LOCAL_READS)
-    return rest not in LOCAL_CALLS
 
 
 class Forwarder:
@@ -100,10 +87,9 @@ class Forwarder:
         return self.holders.held_here(namespace, name)
 
     def target(self, request: web.Request) -> str | None:
-        match = JOB_CALL.match(request.path)
-        if match is None or not needs_holder(request.method, match["rest"]):
-            return None
-        namespace, name = match["namespace"], match["name"]
+        """Where this call of a `holder` route (the route table says which) goes: None to
+        answer it here."""
+        namespace, name = request.match_info["namespace"], request.match_info["name"]
         if self.holders.held_here(namespace, name):
             return None
         if request.headers.get(FORWARDED_BY):

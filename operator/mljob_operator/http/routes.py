@@ -74,6 +74,10 @@ class Route:
     checks several jobs itself (close) is not."""
     query: tuple[Param, ...] = ()
     body: Literal["records"] | type[BaseModel] | None = None
+    holder: bool = False
+    """Leased mode: answered by the replica holding the job, as it needs the job's engine;
+    every other route is answered by any replica (results and snapshots from the shared
+    store, open and close through the apiserver)."""
     errors: tuple[int, ...] = ()
     """Answers beyond 400, 401, 403 and 404, which every job route may give."""
     note: str = ""
@@ -199,6 +203,7 @@ ROUTES: tuple[Route, ...] = (
         errors=(409, 413, 503),
         note="409 when the job is closed (or not open yet); 503 with Retry-After when the "
         "store refused the write (nothing of the body was stored).",
+        holder=True,
     ),
     Route(
         "POST",
@@ -215,6 +220,7 @@ ROUTES: tuple[Route, ...] = (
             Param("skipTime", TIME, "Skip to this time without results."),
         ),
         errors=(409, 503),
+        holder=True,
     ),
     Route(
         "POST",
@@ -304,6 +310,7 @@ ROUTES: tuple[Route, ...] = (
         (200, shapes.JobStats),
         READ_RESULTS,
         "read stats",
+        holder=True,
     ),
     Route(
         "GET",
@@ -337,6 +344,7 @@ ROUTES: tuple[Route, ...] = (
         "update a model snapshot",
         body=shapes.SnapshotUpdate,
         errors=(413,),
+        holder=True,
     ),
     Route(
         "POST",
@@ -356,6 +364,7 @@ ROUTES: tuple[Route, ...] = (
         ),
         errors=(409,),
         note="Only for closed jobs (409 otherwise); the next open restores this model.",
+        holder=True,
     ),
     Route(
         "DELETE",
@@ -368,6 +377,7 @@ ROUTES: tuple[Route, ...] = (
         "delete a model snapshot",
         errors=(409,),
         note="The active snapshot cannot be deleted (409).",
+        holder=True,
     ),
 )
 

@@ -31,7 +31,6 @@ from mljob_operator.api.permissions import (
     LIST_JOBS,
     OPEN_CLOSE,
     READ_RESULTS,
-    Permission,
 )
 from mljob_operator.engine.errors import DataFormatError, JobClosedError
 from mljob_operator.engine.job import JobNotClosedError
@@ -61,7 +60,7 @@ from mljob_operator.http.params import (
     results_query,
     snapshots_query,
 )
-from mljob_operator.http.routes import ROUTES
+from mljob_operator.http.routes import ROUTES, Route
 from mljob_operator.runtime import (
     RETRY_AFTER_S,
     JobNotOpenError,
@@ -122,8 +121,8 @@ class Forwarding(Protocol):
     """Leased mode: where a call for a job held by another replica goes (`http.forward`)."""
 
     def target(self, request: web.Request) -> str | None:
-        """The holder's address, None to answer here; raises `Unavailable` when nobody
-        holds the job right now."""
+        """For a call of a `holder` route: the holder's address, None to answer here;
+        raises `Unavailable` when nobody holds the job right now."""
 
     async def forward(self, request: web.Request, target: str) -> web.StreamResponse: ...
 
@@ -164,17 +163,18 @@ class DataApi:
         for route in ROUTES:
             handler: Handler = getattr(self, route.handler)
             if route.guarded and route.permission is not None:
-                data = route.body == "records"
-                handler = self._guard(route.permission, route.action, handler, data)
+                handler = self._guard(route, handler)
             app.router.add_route(route.method, route.path, handler)
         add_ui_routes(app)
         return app
 
     # -- plumbing ------------------------------------------------------------------
 
-    def _guard(
-        self, permission: Permission, action: str, handler: Handler, data: bool = False
-    ) -> Handler:
+    def _guard(self, route: Route, handler: Handler) -> Handler:
+        assert route.permission is not None
+        permission, action, data = route.permission, route.action, route.body == "records"
+        forwarder = self.forwarder if route.holder else None
+
         async def guarded(request: web.Request) -> web.StreamResponse:
             user = await self._caller(request)
             namespace, name = request.match_info["namespace"], request.match_info["name"]
@@ -182,7 +182,7 @@ class DataApi:
             if not self.jobs.exists(namespace, name):
                 raise NotFound(f"MLJob {namespace}/{name} not found")
             request[CALLER] = user
-            target = None if self.forwarder is None else self.forwarder.target(request)
+            target = None if forwarder is None else forwarder.target(request)
             if target is not None:
                 return await self._forward(request, target, data)
             return await handler(request)
