@@ -422,7 +422,7 @@ async def reconcile(
             continue
         controller = await registry.controller(namespace or "", name, uid)
         await controller.run(live_body, stop_running, _emitter(body))
-        if not stopped and not registry.holds(uid):
+        if not registry.holds(uid):  # also when kopf stops the daemon meanwhile
             log.info("%s: shard lost; stopped here, another replica takes the job", controller.id)
             await registry.drop(controller.id)
             continue
