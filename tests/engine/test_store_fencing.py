@@ -114,3 +114,20 @@ def test_a_retain_change_of_a_lost_shard_is_refused_too(
     assert kept is not None
     assert not kept.retain
     assert b.set_snapshot_retain(JOB, snapshot_id, True).retain
+
+
+def test_the_job_row_is_not_created_without_the_shard(
+    replicas: tuple[FencedPostgresStore, FencedPostgresStore],
+) -> None:
+    """Opening a job inserts its row (`ensure_job`): a replica that does not hold the
+    shard, or lost it, inserts nothing either."""
+    a, b = replicas
+    with pytest.raises(FencedError, match="does not hold"):
+        a.ensure_job(JOB)
+    assert b.get_job(JOB) is None
+    a.take_shard(5, "a", 5.0)
+    b.take_shard(5, "b", 5.0)
+    with pytest.raises(FencedError, match="taken over by b"):
+        a.ensure_job(JOB)
+    assert b.get_job(JOB) is None
+    assert b.ensure_job(JOB).job_id == JOB

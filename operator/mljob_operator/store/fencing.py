@@ -10,7 +10,8 @@ later commit of the old holder is refused). The new holder opens its jobs only a
 taking the epoch, so it replays everything the old holder committed.
 
 `FencedPostgresStore` is the PostgreSQL store with the check first in the transaction of
-each commit and deletion of a job (the store's `_guard`).
+every write of a job (the insert of its row on open, each commit, retain change and
+deletion: the store's `_guard`).
 Taking an epoch waits for the commits in flight (its UPDATE needs the row their
 `FOR SHARE` holds), but never longer than the timeout it is given (`lock_timeout`): a
 replica paused mid-commit must not freeze the taker's Lease loop, so a timeout is
@@ -127,9 +128,10 @@ class ShardFence:
 
 
 class FencedPostgresStore(postgres.PostgresStore):
-    """The PostgreSQL store of a replica in leased mode: a job's commit or deletion is
-    refused (`FencedError`, so the engine's `StoreWriteError`) unless this replica holds
-    the job's shard at the epoch the store has, checked in the same transaction."""
+    """The PostgreSQL store of a replica in leased mode: any write of a job (its row's
+    insert too) is refused (`FencedError`, so the engine's `StoreWriteError`) unless this
+    replica holds the job's shard at the epoch the store has, checked in the same
+    transaction."""
 
     def __init__(
         self,

@@ -148,7 +148,8 @@ class SqlStore(ABC):
 
     # ---- jobs --------------------------------------------------------------------------
     def ensure_job(self, job_id: str) -> port.JobRow:
-        with self._write() as tx:
+        """The job's row, inserted if missing: a write like any other (guarded)."""
+        with self._write_job(job_id) as tx:
             tx.run(ADD_JOB, (job_id,))
         row = self.get_job(job_id)
         assert row is not None
