@@ -19,6 +19,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography import x509
 
+from mljob_operator.api import CloseStep
 from mljob_operator.http.auth import Authorizer
 from mljob_operator.http.desired import StateRequests
 from mljob_operator.http.openapi import openapi_document
@@ -26,7 +27,9 @@ from mljob_operator.http.server import DataApi
 from mljob_operator.http.tls import generated_pair, server_context
 from mljob_operator.runtime import JobRuntime
 from mljob_operator.settings import OperatorSettings
-from mljob_operator.store import open_store
+from mljob_operator.store import SQLiteStore, open_store
+from mljob_operator.store.fencing import FencedError
+from mljob_operator.store.tx import Tx
 from tests.unit.test_runtime import SPEC, FlakyStore, data
 
 JOB = "/v1/namespaces/ns/mljobs/web-1"
@@ -278,6 +281,66 @@ def test_a_store_that_refuses_writes_answers_503_with_retry_after(tmp_path: Path
             resp = await client.post(JOB + "/data", data=data(5), headers=headers)
             assert resp.status == 202
             assert (await resp.json())["processedRecordCount"] == 10
+        runtime.close()
+
+    asyncio.run(main())
+
+
+class LostShardStore(SQLiteStore):
+    """A real SQLite store whose guard refuses every write of a job while `lost` is set,
+    as the fenced PostgreSQL store does once another replica took the job's shard."""
+
+    lost = False
+
+    def _guard(self, tx: Tx, job_id: str) -> None:
+        if self.lost:
+            raise FencedError(f"job {job_id}: shard 3 was taken over by b; write refused")
+
+
+def test_a_snapshot_change_refused_by_the_fence_answers_503_with_retry_after(
+    tmp_path: Path,
+) -> None:
+    """Retain, revert and delete refused because the shard moved are a 503 with
+    Retry-After, as data and flush are (a retry reaches the new holder), never a 400."""
+
+    async def main() -> None:
+        store = LostShardStore(tmp_path / "fenced.sqlite")
+        runtime = JobRuntime(store)
+        await runtime.load("ns/web-1", SPEC, accepting=True)
+        await runtime.post_data("ns/web-1", data(5))
+        await runtime.stop_intake("ns/web-1", "c1")
+        done = [await runtime.run_step("ns/web-1", "c1", step) for step in CloseStep]
+        snapshot_id = next(str(f["snapshot_id"]) for f in done if "snapshot_id" in f)
+        await runtime.release("ns/web-1")
+        api = DataApi(
+            runtime,
+            Authorizer(Reviews()),
+            StateRequests(NoJobs()),
+            Jobs({("ns", "web-1")}),
+            max_body_bytes=1 << 20,
+        )
+        headers = {"Authorization": "Bearer editor"}
+        snapshot = f"{JOB}/modelsnapshots/{snapshot_id}"
+        calls = (
+            ("POST", snapshot + "/_update", {"retain": True}),
+            ("POST", snapshot + "/_revert", None),
+            ("DELETE", snapshot, None),
+        )
+        async with TestClient(TestServer(api.app())) as client:
+            store.lost = True
+            for method, path, body in calls:
+                resp = await client.request(method, path, json=body, headers=headers)
+                answer = await resp.json()
+                assert resp.status == 503, (path, answer)
+                assert resp.headers["Retry-After"] == "5"
+                assert answer["error"]["reason"] == "ServiceUnavailable"
+                assert "taken over by b" in answer["error"]["message"]
+            store.lost = False
+            resp = await client.post(snapshot + "/_update", json={"retain": True}, headers=headers)
+            assert resp.status == 200
+        kept = store.get_snapshot("ns/web-1", snapshot_id)
+        assert kept is not None
+        assert kept.retain
         runtime.close()
 
     asyncio.run(main())

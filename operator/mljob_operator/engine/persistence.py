@@ -34,6 +34,12 @@ class StoreError(Exception):
     """A store operation failed or was refused."""
 
 
+class WriteRefused(StoreError):
+    """A write the store refused for now, not for what it asked (e.g. this replica no
+    longer holds the job's shard): nothing was written, and the same call may succeed
+    later, or on another replica."""
+
+
 class NotFoundError(StoreError, KeyError):
     """The job or snapshot does not exist."""
 

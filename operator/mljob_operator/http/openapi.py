@@ -28,7 +28,8 @@ MESSAGES = {
     409: "The job is not in a state that allows this.",
     410: "The `continue` token has expired; list again without it.",
     413: "The body is over the size limit.",
-    503: "The apiserver could not be reached or refused the operator.",
+    503: "The apiserver or the store could not be reached or refused the operator, or"
+    " the job is moving to another replica; retry after `Retry-After` seconds when given.",
 }
 JOB_ERRORS = (400, 401, 403, 404)
 

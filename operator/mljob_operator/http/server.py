@@ -34,7 +34,12 @@ from mljob_operator.api.permissions import (
 )
 from mljob_operator.engine.errors import DataFormatError, JobClosedError
 from mljob_operator.engine.job import JobNotClosedError
-from mljob_operator.engine.persistence import ActiveSnapshotError, NotFoundError, StoreError
+from mljob_operator.engine.persistence import (
+    ActiveSnapshotError,
+    NotFoundError,
+    StoreError,
+    WriteRefused,
+)
 from mljob_operator.http.auth import Authorizer, User
 from mljob_operator.http.desired import StateRequests
 from mljob_operator.http.errors import (
@@ -237,13 +242,20 @@ class DataApi:
             )
 
     async def _translated(self, work: Awaitable[T]) -> T:
-        """Store errors as API errors: 404, 409 for the active snapshot, else 400."""
+        """Store errors as API errors: 404, 409 for the active snapshot, 503 with
+        Retry-After for a write refused for now (a shard lost to another replica, as data
+        and flush answer it), else 400."""
         try:
             return await work
         except NotFoundError as err:
             raise NotFound(str(err).strip("'\"")) from err
         except ActiveSnapshotError as err:
             raise Conflict(f"{err}; it cannot be deleted (revert to another one first)") from err
+        except WriteRefused as err:
+            raise Unavailable(
+                f"nothing was written ({err}); retry in {RETRY_AFTER_S}s",
+                {"Retry-After": str(RETRY_AFTER_S)},
+            ) from err
         except StoreError as err:
             raise BadRequest(str(err)) from err
 

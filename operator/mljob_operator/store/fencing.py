@@ -29,7 +29,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import PoolTimeout
 
-from mljob_operator.engine.persistence import StoreError
+from mljob_operator.engine.persistence import StoreError, WriteRefused
 from mljob_operator.store import postgres
 from mljob_operator.store.tx import Tx
 
@@ -43,8 +43,9 @@ CREATE TABLE IF NOT EXISTS shard_epochs (
 SETUP_LOCK = 0x6D6C6A6F62 + 1  # next to the migration lock
 
 
-class FencedError(StoreError):
-    """This replica does not hold the job's shard (any more): nothing was written."""
+class FencedError(WriteRefused):
+    """This replica does not hold the job's shard (any more): nothing was written (a
+    retry reaches the new holder)."""
 
 
 class ShardBusy(StoreError):
