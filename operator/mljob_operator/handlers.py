@@ -355,16 +355,26 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     memo["registry"] = registry
 
 
+async def take_epoch(store: FencedPostgresStore, shard: int, holder: str, timeout_s: float) -> int:
+    """Take the shard's fencing epoch for `holder`: read it, then bump it only if it is
+    still the one read (two calls, so a bump whose wait was cut off cannot land after
+    another replica's take), and hold it only if this coroutine saw the bump through."""
+    seen = await asyncio.to_thread(store.shard_epoch, shard, timeout_s)
+    epoch = await asyncio.to_thread(store.take_shard, shard, holder, timeout_s, seen)
+    store.fence.hold(shard, epoch)
+    return epoch
+
+
 def _shard_leases(
     op: OperatorSettings, kube: KubeClient, store: FencedPostgresStore, fence: ShardFence
 ) -> ShardLeases:
-    async def take_epoch(shard: int, timeout_s: float) -> int:
-        return await asyncio.to_thread(store.take_shard, shard, op.replica_id, timeout_s)
+    async def take(shard: int, timeout_s: float) -> int:
+        return await take_epoch(store, shard, op.replica_id, timeout_s)
 
     replica = Replica(
         op.namespace, op.replica_id, op.shards, op.advertise_addr, op.lease_duration_s
     )
-    return ShardLeases(kube, replica, take_epoch=take_epoch, on_lost=fence.drop)
+    return ShardLeases(kube, replica, take_epoch=take, on_lost=fence.drop)
 
 
 @kopf.on.cleanup()

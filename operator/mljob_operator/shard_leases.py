@@ -232,6 +232,7 @@ class ShardLeases:
                 log.warning(
                     "shard %d: fencing epoch not taken, handing back: %s", shard, err or repr(err)
                 )
+                self.on_lost(shard)  # whatever a take cut off may have recorded
                 await self._write(shard, None)
                 continue
             self.ownership.acquired(shard, sent, epoch)

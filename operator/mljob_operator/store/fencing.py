@@ -17,6 +17,13 @@ Taking an epoch waits for the commits in flight (its UPDATE needs the row their
 replica paused mid-commit must not freeze the taker's Lease loop, so a timeout is
 `ShardBusy` (not acquired; the Lease is handed back and tried again later), and the
 paused session is ended by the pool's `idle_in_transaction_session_timeout`.
+A take is two steps, each its own call: read the epoch (`epoch_of`), then bump it only
+if it is still the one read (`take`, a conditional UPDATE). The taker's Lease loop gives
+up on a take that runs too long (`asyncio.wait_for`) and hands the Lease back, but it
+cannot stop the database thread: a bump still on its way would otherwise land after
+another replica took the shard, and fence that new holder out. Conditional, it is a
+no-op then (`EpochMoved`), and the epoch this replica holds is recorded (`hold`) only by
+the caller that waited for the take, never by the thread.
 The table is this module's own (created if missing when leased mode starts), kept out
 of the store's versioned migrations: a single-replica store never has it.
 """
@@ -53,6 +60,11 @@ class ShardBusy(StoreError):
     taken (the caller hands the Lease back)."""
 
 
+class EpochMoved(ShardBusy):
+    """The shard's epoch changed since this replica read it (another replica took the
+    shard meanwhile): not taken, nothing written."""
+
+
 class ShardFence:
     """The epochs this replica took, the shard of each job it runs, and the check."""
 
@@ -66,30 +78,55 @@ class ShardFence:
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (SETUP_LOCK,))
             conn.execute(SETUP)
 
-    def take(self, conn: psycopg.Connection[Any], shard: int, holder: str, timeout_s: float) -> int:
-        """Bump the shard's epoch for `holder` (committed before this returns) and
-        remember it as this replica's; `ShardBusy` if a commit holds the row longer than
-        `timeout_s`."""
+    def epoch_of(self, conn: psycopg.Connection[Any], shard: int, timeout_s: float) -> int:
+        """The shard's epoch now (0: never taken); a plain read, never waits on a lock."""
+        wait = f"{max(1, int(timeout_s * 1000))}ms"
+        with conn.transaction():
+            conn.execute("SELECT set_config('statement_timeout', %s, true)", (wait,))
+            row = conn.execute(
+                "SELECT epoch FROM shard_epochs WHERE shard = %s", (shard,)
+            ).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def take(
+        self, conn: psycopg.Connection[Any], shard: int, holder: str, timeout_s: float, seen: int
+    ) -> int:
+        """Bump the shard's epoch from `seen` (as `epoch_of` read it) for `holder`,
+        committed before this returns: `EpochMoved` if it is no longer `seen`, `ShardBusy`
+        if a commit holds the row longer than `timeout_s`. Not yet this replica's epoch:
+        the caller `hold`s it once it knows it still wants the shard."""
         wait = f"{max(1, int(timeout_s * 1000))}ms"
         try:
             with conn.transaction():
                 conn.execute("SELECT set_config('lock_timeout', %s, true)", (wait,))
                 conn.execute("SELECT set_config('statement_timeout', %s, true)", (wait,))
-                row = conn.execute(
-                    "INSERT INTO shard_epochs (shard, epoch, holder) VALUES (%s, 1, %s)"
-                    " ON CONFLICT (shard) DO UPDATE SET epoch = shard_epochs.epoch + 1,"
-                    " holder = EXCLUDED.holder RETURNING epoch",
-                    (shard, holder),
-                ).fetchone()
+                if seen == 0:
+                    row = conn.execute(
+                        "INSERT INTO shard_epochs (shard, epoch, holder) VALUES (%s, 1, %s)"
+                        " ON CONFLICT (shard) DO NOTHING RETURNING epoch",
+                        (shard, holder),
+                    ).fetchone()
+                else:
+                    row = conn.execute(
+                        "UPDATE shard_epochs SET epoch = epoch + 1, holder = %s"
+                        " WHERE shard = %s AND epoch = %s RETURNING epoch",
+                        (holder, shard, seen),
+                    ).fetchone()
         except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled) as err:
             raise ShardBusy(
                 f"shard {shard}: a commit held its epoch for over {wait}; not taken"
             ) from err
-        assert row is not None
-        epoch = int(row[0])
+        if row is None:
+            raise EpochMoved(
+                f"shard {shard}: its epoch moved past {seen} since it was read (another"
+                " replica took it); not taken"
+            )
+        return int(row[0])
+
+    def hold(self, shard: int, epoch: int) -> None:
+        """This replica writes for the shard's jobs at `epoch` from now on."""
         with self._lock:
             self._epochs[shard] = epoch
-        return epoch
 
     def drop(self, shard: int) -> None:
         """Stop writing for this shard at once (its hold ran out or was released)."""
@@ -148,13 +185,21 @@ class FencedPostgresStore(postgres.PostgresStore):
         with self._pool.connection() as conn:
             fence.setup(conn)
 
-    def take_shard(self, shard: int, holder: str, timeout_s: float) -> int:
-        """Bump the shard's epoch for this replica; done before it opens any job. Waits
-        at most `timeout_s` for a connection and as long again for the row
-        (`ShardBusy`)."""
+    def shard_epoch(self, shard: int, timeout_s: float) -> int:
+        """The shard's epoch now (0: never taken), read in at most about `timeout_s`."""
         try:
             with self._pool.connection(timeout=timeout_s) as conn:
-                return self.fence.take(conn, shard, holder, timeout_s)
+                return self.fence.epoch_of(conn, shard, timeout_s)
+        except PoolTimeout as err:
+            raise ShardBusy(f"shard {shard}: no store connection in {timeout_s:g}s") from err
+
+    def take_shard(self, shard: int, holder: str, timeout_s: float, seen: int) -> int:
+        """Bump the shard's epoch from `seen` for this replica (see `ShardFence.take`);
+        done before it opens any job. Waits at most `timeout_s` for a connection and as
+        long again for the row (`ShardBusy`)."""
+        try:
+            with self._pool.connection(timeout=timeout_s) as conn:
+                return self.fence.take(conn, shard, holder, timeout_s, seen)
         except PoolTimeout as err:
             raise ShardBusy(f"shard {shard}: no store connection in {timeout_s:g}s") from err
 
