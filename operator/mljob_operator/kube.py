@@ -82,12 +82,13 @@ class KubeClient:
         **kwargs: Any,
     ) -> T:
         kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT_S)
-        for attempt in range(CONFLICT_RETRIES if retry_conflicts else 1):
+        attempts = CONFLICT_RETRIES if retry_conflicts else 1
+        for attempt in range(attempts):
             try:
                 call = functools.partial(fn, *args, **kwargs)
                 return await asyncio.get_running_loop().run_in_executor(pool or self._pool, call)
             except kubernetes.client.ApiException as err:
-                if err.status == 409 and attempt + 1 < CONFLICT_RETRIES:
+                if err.status == 409 and attempt + 1 < attempts:
                     await asyncio.sleep(0.05 * 2**attempt)
                     continue
                 raise _translate(err) from err
@@ -136,6 +137,28 @@ class KubeClient:
             [{"op": "add", "path": "/status", "value": status}],
             _content_type="application/json-patch+json",
         )
+
+    async def replace_status_at(
+        self, namespace: str, name: str, status: dict[str, Any], resource_version: str
+    ) -> str:
+        """`replace_status` only if the object is still at `resource_version`: the patch
+        carries it, so the apiserver answers 409 if anything changed the object since
+        (not retried here: the caller re-reads first). Returns the new resourceVersion."""
+        obj = await self._call(
+            self._custom.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            [
+                {"op": "add", "path": "/metadata/resourceVersion", "value": resource_version},
+                {"op": "add", "path": "/status", "value": status},
+            ],
+            _content_type="application/json-patch+json",
+            retry_conflicts=False,
+        )
+        return str(cast(dict[str, Any], obj)["metadata"]["resourceVersion"])
 
     async def patch_job(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         """Merge-patch the MLJob; returns the object as stored (with its new generation)."""

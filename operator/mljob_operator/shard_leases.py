@@ -53,6 +53,8 @@ SHARD_PREFIX = "mljob-shard-"
 MEMBER_PREFIX = "mljob-replica-"
 COLLECT_AFTER = 10
 """Lease durations a membership Lease stays expired before the others delete it."""
+STATUS_CONFLICTS = 5
+"""Status writes refused as stale (each followed by a read) before one gives up."""
 MIN_TAKE_S = 0.2
 """Below this much of a tick's time left for taking epochs, the rest wait a tick."""
 
@@ -348,15 +350,38 @@ class ShardLost(KubeError):
 class HolderOnlyStatus:
     """A job's Kubernetes client in leased mode: its status is written only while this
     replica holds the job's shard (by its own clock, checked before each write), and
-    Secrets/ConfigMaps for its datafeed are read as usual."""
+    Secrets/ConfigMaps for its datafeed are read as usual.
+
+    The apiserver knows no fencing epoch, and a write sent just before this replica was
+    paused can arrive after its hold ran out, when another replica already holds the
+    shard. So each write carries the resourceVersion this replica last saw (the answer to
+    its previous write, else a fresh read): if anything wrote the object since, the
+    apiserver refuses it (409) and it is sent again only after a new read *and* a new
+    check that the shard is still held. A new holder's status write changes the version,
+    so a late write of the old holder can never replace it; a change by anyone else (a
+    spec patch, kopf's annotations) costs one read and the same write again, as the
+    unconditional write of a single replica would have landed anyway."""
 
     def __init__(self, kube: KubeClient, holds: Callable[[], bool]) -> None:
         self.kube, self.holds = kube, holds
+        self._version: str | None = None
 
     async def replace_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        if not self.holds():
-            raise ShardLost(409, f"{namespace}/{name}: shard not held here any more")
-        await self.kube.replace_status(namespace, name, status)
+        for _ in range(STATUS_CONFLICTS):
+            version = self._version
+            if version is None:
+                body = await self.kube.get_job(namespace, name)
+                version = str(body["metadata"]["resourceVersion"])
+            if not self.holds():  # checked after the read: nothing newer can be in it
+                raise ShardLost(409, f"{namespace}/{name}: shard not held here any more")
+            try:
+                self._version = await self.kube.replace_status_at(namespace, name, status, version)
+                return
+            except KubeError as err:
+                self._version = None
+                if err.status != 409:
+                    raise
+        raise KubeError(409, f"{namespace}/{name}: changed under every status write; will retry")
 
     async def read_data(self, kind: str, namespace: str, name: str) -> Mapping[str, bytes]:
         return await self.kube.read_data(kind, namespace, name)
