@@ -7,12 +7,15 @@ permission at all. Checked by a server-side dry run on the real apiserver."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from devtools.controlplane import ControlPlane
+from mljob_operator.settings import MAX_LEASE_S, MAX_SHARDS, MIN_LEASE_S
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "mljob-operator"
 RELEASE = "mljob-operator"
@@ -100,3 +103,44 @@ def test_one_replica_on_sqlite_gets_no_lease_permission(
         ]
     }
     assert not env & {"MLJOB_STORE_URL", "MLJOB_REPLICAS_SHARDS", "MLJOB_NAMESPACE"}
+
+
+OUT_OF_RANGE = (
+    ("replicaCount", 0),
+    ("store.shards", 0),
+    ("store.shards", MAX_SHARDS + 1),
+    ("store.leaseDurationSeconds", int(MIN_LEASE_S) - 1),
+    ("store.leaseDurationSeconds", int(MAX_LEASE_S) + 1),
+)
+
+
+@pytest.mark.parametrize(("key", "value"), OUT_OF_RANGE)
+def test_values_the_operator_would_refuse_at_start_are_refused_by_the_chart(
+    control_plane: ControlPlane, namespace: str, key: str, value: int
+) -> None:
+    """The chart's schema has the operator's own bounds (settings), so a bad value fails
+    `helm template`/`install` naming it instead of a pod that crash-loops."""
+    result = _render(control_plane, namespace, *LEASED, f"{key}={value}", check=False)
+    assert result.returncode != 0
+    assert f"/{key.replace('.', '/')}" in result.stderr
+    assert "schema" in result.stderr
+
+
+def test_the_bounds_themselves_are_accepted(control_plane: ControlPlane, namespace: str) -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())["properties"]["store"]
+    shards, lease = schema["properties"]["shards"], schema["properties"]["leaseDurationSeconds"]
+    assert (shards["minimum"], shards["maximum"]) == (1, MAX_SHARDS)
+    assert (lease["minimum"], lease["maximum"]) == (MIN_LEASE_S, MAX_LEASE_S)
+    for values in (
+        ("store.shards=1", f"store.leaseDurationSeconds={int(MIN_LEASE_S)}"),
+        (f"store.shards={MAX_SHARDS}", f"store.leaseDurationSeconds={int(MAX_LEASE_S)}"),
+    ):
+        rendered = _objects(_render(control_plane, namespace, *LEASED, *values).stdout)
+        env = {
+            e["name"]: e.get("value")
+            for e in rendered[("Deployment", RELEASE)]["spec"]["template"]["spec"]["containers"][0][
+                "env"
+            ]
+        }
+        assert env["MLJOB_REPLICAS_SHARDS"] == values[0].split("=")[1]
+        assert env["MLJOB_LEASE_DURATION"] == values[1].split("=")[1]
