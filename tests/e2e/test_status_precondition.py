@@ -29,7 +29,8 @@ class HeldBack(KubeClient):
     arrived, as when its process is paused right then."""
 
     def __init__(self, cp: ControlPlane) -> None:
-        super().__init__(kubernetes.config.new_client_from_config(str(cp.kubeconfig)))
+        api = kubernetes.config.new_client_from_config(str(cp.kubeconfig))  # type: ignore[no-untyped-call]
+        super().__init__(api)
         self.hold_next = False
         self.sent = asyncio.Event()
         self.release = asyncio.Event()
