@@ -38,7 +38,7 @@ from mljob_operator.engine.results import (
     ModelSizeStats,
     RecordResult,
 )
-from mljob_operator.engine.scoring import Normaliser, ScoreScale
+from mljob_operator.engine.scoring import Normaliser, ScoreScale, continued
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -166,6 +166,9 @@ class Analyzer:
         self.quiet_run = 0
         """Buckets without records finalised in a row (counted up to
         QUIET_BUCKETS_MODELLED)."""
+        self.last_top: tuple[int, float] | None = None
+        """The last bucket finalised through the models and its largest raw score (before
+        any discount): the bucket after it is scored on what it adds (`continued`)."""
         self.model_plot = config.model_plot_enabled
         """Record model plot results; the operator may switch it on an open job (it
         changes no model state, only what the next buckets write)."""
@@ -470,7 +473,7 @@ class Analyzer:
                 raws.append(raw)
                 hot.append((d, agg, idx, x, p, raw, typical))
             top = self.bucket_norm.discounted(
-                float(max((r.max() for r in raws if len(r)), default=0.0))
+                self._continued(b, float(max((r.max() for r in raws if len(r)), default=0.0)))
             )
             score = bscale.score_one(top)
             out.buckets.append(
@@ -555,8 +558,10 @@ class Analyzer:
                 hot.append((d, agg, idx, x, p, raw, typical))
         every = np.concatenate(raws) if raws else np.zeros(0, dtype=np.float64)
         top = float(every.max()) if len(every) else 0.0
-        discounted = self.bucket_norm.discounted(top)
-        self.bucket_norm.observe(t_ms, np.array([top]))
+        episode = self._continued(b, top)
+        self.last_top = (b, top)
+        discounted = self.bucket_norm.discounted(episode)
+        self.bucket_norm.observe(t_ms, np.array([episode]))
         self.record_norm.observe(t_ms, every)
         bscale, rscale = self.bucket_norm.scale(), self.record_norm.scale()
         top = discounted
@@ -568,6 +573,11 @@ class Analyzer:
         for d, agg, idx, x, p, raw, typical in hot:
             self._records(out, d, agg, t_ms, idx, x, p, raw, typical, rscale, interim=False)
         out.influencers.extend(influencer_results(out.records[first_record:], rscale))
+
+    def _continued(self, b: int, top: float) -> float:
+        """Bucket b's largest raw score, less its overlap with the bucket just before it."""
+        last = self.last_top
+        return continued(top, last[1] if last is not None and last[0] == b - 1 else 0.0)
 
     def _plot(
         self,

@@ -68,6 +68,7 @@ def encode(an: Analyzer, level: int = 6) -> bytes:
         "alloc_failures": an.allocation_failures,
         "peak": an.peak_bytes,
         "quiet_run": an.quiet_run,
+        "last_top": None if an.last_top is None else list(an.last_top),
         "norm": [an.bucket_norm.state(), an.record_norm.state()],
         "applied": [[s.quantile_raw, s.max_raw] for s in an.applied],
         "detectors": detectors,
@@ -106,6 +107,8 @@ def decode(blob: bytes, config: JobConfig) -> Analyzer:
     an.allocation_failures = meta["alloc_failures"]
     an.peak_bytes = meta["peak"]
     an.quiet_run = meta.get("quiet_run", 0)
+    last_top = meta.get("last_top")
+    an.last_top = None if last_top is None else (int(last_top[0]), float(last_top[1]))
     an.bucket_norm.restore(meta["norm"][0])
     an.record_norm.restore(meta["norm"][1])
     an.applied = (ScoreScale(*meta["applied"][0]), ScoreScale(*meta["applied"][1]))
