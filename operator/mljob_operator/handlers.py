@@ -45,6 +45,7 @@ from mljob_operator.settings import OperatorSettings
 from mljob_operator.shard_leases import HolderOnlyStatus, Replica, ShardLeases
 from mljob_operator.store import Store, open_store
 from mljob_operator.store.fencing import FencedPostgresStore, ShardFence
+from mljob_operator.watch_slim import install_body_release
 from mljob_operator.watch_tolerance import install as tolerate_forbidden_watch
 
 log = logging.getLogger(__name__)
@@ -306,6 +307,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.background.instant_exit_timeout = 1.0
     settings.scanning.disabled = True  # no namespace/CRD watching: least privilege
     tolerate_forbidden_watch()
+    install_body_release()
     op = OperatorSettings.from_env()
     kube = KubeClient()
     op = op.with_datafeed_policy(kube.endpoints())

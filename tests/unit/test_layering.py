@@ -15,6 +15,7 @@ KUBE_ALLOWED = {
     "mljob_operator.kube",
     "mljob_operator.cli",
     "mljob_operator.watch_tolerance",
+    "mljob_operator.watch_slim",
 }
 
 
