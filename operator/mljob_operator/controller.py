@@ -359,8 +359,7 @@ class JobController:
         await self.writer.write(lifecycle.initialize_closed(obs))
 
     async def _begin_open(self, obs: Observation, _: Decision) -> None:
-        self.writer.stage(lifecycle.begin_open(obs))
-        self.emit(events.opening())
+        self.writer.stage(lifecycle.begin_open(obs), lambda: self.emit(events.opening()))
 
     async def _open(self, obs: Observation, _: Decision) -> None:
         restored = await self.runtime.load(self.id, obs.spec, accepting=True, uid=self.uid)

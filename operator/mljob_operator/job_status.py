@@ -11,7 +11,8 @@ Progress that nothing depends on for recovery (a close's steps, which the store 
 itself; `opening`) is *staged*: it becomes the truth the controller acts on at once, but
 reaches the apiserver only if it is still the latest after `progress_s`. A fast close so
 costs two writes (`closing`, then `closed` with every step) and a slow one shows its
-progress at most once per `progress_s`.
+progress at most once per `progress_s`. What announces a staged status (the `Opening`
+Event) goes with its write: a fast open posts `Opened` only.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class JobStatusWriter:
         self._flush: asyncio.Task[None] | None = None
         self._flush_waiting = False
         self._written: MLJobStatus | None = None
+        self._announce: tuple[MLJobStatus, Callable[[], None]] | None = None
         self._lock = asyncio.Lock()
         self._changed = asyncio.Event()
 
@@ -90,9 +92,11 @@ class JobStatusWriter:
             self._written_at = self.monotonic()
             self._written = status
 
-    def stage(self, status: MLJobStatus) -> None:
-        """Make `status` the truth now; write it only if still the latest in `progress_s`."""
+    def stage(self, status: MLJobStatus, announce: Callable[[], None] | None = None) -> None:
+        """Make `status` the truth now; write it only if still the latest in `progress_s`,
+        and then call `announce`."""
         self.current = status
+        self._announce = (status, announce) if announce is not None else None
         if self._flush is None or self._flush.done():
             self._flush = asyncio.get_running_loop().create_task(self._flush_later())
 
@@ -111,6 +115,8 @@ class JobStatusWriter:
                 return
             self._written_at = self.monotonic()
             self._written = status
+            if self._announce is not None and self._announce[0] is status:
+                self._announce[1]()
 
     def _cancel_flush(self) -> None:
         """Drop a staged write still waiting; one already sent is left to finish (a

@@ -148,7 +148,7 @@ def test_open_then_close_runs_every_step_and_says_so(tmp_path: Path) -> None:
         assert len(h.api.writes) == 1, "a fast open writes opened only"
         assert h.api.status.state == "opened"
         assert h.condition("Ready") == ("True", Reason.OPENED)
-        assert h.reasons() == [Reason.OPENING, Reason.OPENED]
+        assert h.reasons() == [Reason.OPENED], "a fast open posts no Opening Event"
         counts = await h.runtime.post_data("ns/j", data(30))
         assert counts.processed_record_count == 60
 
@@ -417,15 +417,21 @@ def test_staged_progress_is_written_only_if_still_the_latest_after_a_while() -> 
     async def test() -> None:
         api = Apiserver(SPEC)
         writer = JobStatusWriter("ns", "j", api, interval_s=0.0, progress_s=0.05)
-        writer.stage(MLJobStatus(state=JobState.OPENING))
+        announced: list[str] = []
+        writer.stage(MLJobStatus(state=JobState.OPENING), lambda: announced.append("opening"))
         await writer.write(MLJobStatus(state=JobState.OPENED))
         await asyncio.sleep(0.1)
         assert [w["state"] for w in api.writes] == ["opened"], "superseded before it was due"
-        writer.stage(MLJobStatus(state=JobState.CLOSING))
+        assert announced == [], "announced only with its write"
+        writer.stage(MLJobStatus(state=JobState.OPENING), lambda: announced.append("opening"))
         assert writer.current is not None
-        assert writer.current.state == JobState.CLOSING, "the truth at once"
+        assert writer.current.state == JobState.OPENING, "the truth at once"
         await until(lambda: len(api.writes) == 2, "the staged status to be written")
-        assert api.writes[-1]["state"] == "closing"
+        assert api.writes[-1]["state"] == "opening"
+        assert announced == ["opening"]
+        writer.stage(MLJobStatus(state=JobState.CLOSING))
+        await until(lambda: len(api.writes) == 3, "the next staged status to be written")
+        assert announced == ["opening"], "a status staged without announcement announces nothing"
         writer.close()
 
     run(test)
