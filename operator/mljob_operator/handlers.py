@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import zlib
 from collections.abc import Awaitable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,14 +60,19 @@ safety net only: gaining a shard wakes it at once."""
 @dataclass(frozen=True, slots=True)
 class SettledJob:
     """What is kept of a settled closed job (no controller, no daemon): its status as
-    compact JSON, and the scores the metrics keep showing after a close."""
+    compressed compact JSON (about 0.7 KB for a closed job's 2 KB; orjson's own output
+    keeps an 8 KB buffer), and the scores the metrics keep showing after a close."""
 
-    status_json: bytes
+    status_zjson: bytes
     latest_scores: tuple[float, float] | None = None
+
+    @classmethod
+    def of(cls, status: Mapping[str, Any], latest_scores: tuple[float, float] | None) -> SettledJob:
+        return cls(zlib.compress(orjson.dumps(status), 1), latest_scores)
 
     @property
     def status(self) -> MLJobStatus:
-        return MLJobStatus.model_validate_json(self.status_json)
+        return MLJobStatus.model_validate_json(zlib.decompress(self.status_zjson))
 
 
 @dataclass
@@ -104,7 +110,7 @@ class Registry:
         if key in self.controllers:
             return
         scores = self.settled[key].latest_scores if key in self.settled else None
-        self.settled[key] = SettledJob(orjson.dumps(body.get("status") or {}), scores)
+        self.settled[key] = SettledJob.of(body.get("status") or {}, scores)
 
     async def settle(self, controller: JobController) -> None:
         """Replace the controller of a job that settled closed by its small record."""
@@ -114,9 +120,7 @@ class Registry:
         if status is None:
             return
         self.controllers.pop(controller.id, None)
-        self.settled[controller.id] = SettledJob(
-            orjson.dumps(status.to_json_dict()), controller.latest_scores
-        )
+        self.settled[controller.id] = SettledJob.of(status.to_json_dict(), controller.latest_scores)
         await self.runtime.release(controller.id)
 
     async def controller(self, namespace: str, name: str, uid: str | None) -> JobController:
@@ -158,8 +162,9 @@ class Registry:
         as watch events bring it."""
         controller = self.controllers.pop(key, None)
         if controller is not None and controller.status is not None:
-            status = orjson.dumps(controller.status.to_json_dict())
-            self.settled[key] = SettledJob(status, controller.latest_scores)
+            self.settled[key] = SettledJob.of(
+                controller.status.to_json_dict(), controller.latest_scores
+            )
         await self.runtime.release(key)
 
     def held_here(self, namespace: str, name: str) -> bool:
