@@ -8,8 +8,9 @@ Every figure is a ratio to a floor measured in the same run on the same control 
   /metrics), against the bare operator's one;
 - data API throughput (HTTPS + token check + engine + durable write) against the same
   bodies posted to the engine in-process;
-- a storm: BENCH_JOBS (default 1,000) jobs created at once, then all closed at once:
-  seconds until all are opened / closed, the apiserver's 429s, the operator's RSS.
+- a storm: BENCH_JOBS (default 1,000) jobs created at once by 8 clients, then all closed
+  at once: seconds until all are opened / closed against the bare operator's storm, the
+  apiserver's 429s, the operator's RSS.
 Run with `make bench`; it asserts nothing.
 """
 
@@ -23,7 +24,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +52,9 @@ SETTLE_S = 0.5
 the bench, not a synchronisation: no figure's correctness waits on it)."""
 WRITE_VERBS = {"POST", "PUT", "PATCH", "APPLY", "UPDATE", "DELETE"}
 STORM_JOBS = int(os.environ.get("BENCH_JOBS", "1000"))
+STORM_CLIENTS = 8
+"""Clients creating or patching the storm's jobs at once (as a GitOps controller applying
+many objects does), the same for the bare operator and the real one."""
 
 Obj = dict[str, Any]
 
@@ -210,51 +216,103 @@ class Census:
 
     def __init__(self, api_client: Any, namespace: str) -> None:
         self.states: dict[str, str | None] = {}
+        self.counts: Counter[str | None] = Counter()
         self.changed = threading.Condition()
         Watcher(api_client, namespace, self._seen)
 
     def _seen(self, obj: Obj) -> None:
+        name, state = obj["metadata"]["name"], _state(obj)
         with self.changed:
-            self.states[obj["metadata"]["name"]] = _state(obj)
+            if name in self.states:
+                self.counts[self.states[name]] -= 1
+            self.states[name] = state
+            self.counts[state] += 1
             self.changed.notify_all()
 
     def wait_all(self, names: list[str], state: str, timeout: float = 600) -> None:
+        """Wait until every job of the namespace (`names`, all of them) is in `state`."""
         with self.changed:
             ok = self.changed.wait_for(
-                lambda: all(self.states.get(n) == state for n in names), timeout=timeout
+                lambda: (
+                    self.counts[state] >= len(names)
+                    and all(self.states.get(n) == state for n in names)
+                ),
+                timeout=timeout,
             )
         if not ok:
             raise TimeoutError(f"not all {len(names)} jobs reached {state}")
 
 
-def storm(cp: ControlPlane, op: OperatorProcess, api_client: Any, custom: Any) -> None:
-    """BENCH_JOBS jobs created at once, then all closed at once."""
+@dataclass
+class Storm:
+    opened_s: float
+    closed_s: float
+
+
+def run_storm(
+    custom: Any, namespace: str, census: Census, on_opened: Callable[[], None] = lambda: None
+) -> Storm:
+    """STORM_JOBS jobs created at once by STORM_CLIENTS clients, then all patched closed."""
+    names = [f"storm-{i}" for i in range(STORM_JOBS)]
+
+    def create(name: str) -> None:
+        custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, _job(name))
+
+    def close(name: str) -> None:
+        patch = {"spec": {"state": "closed"}}
+        custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, patch)
+
+    with ThreadPoolExecutor(STORM_CLIENTS) as clients:
+        start = time.perf_counter()
+        list(clients.map(create, names))
+        census.wait_all(names, "opened")
+        opened_s = time.perf_counter() - start
+        on_opened()
+        start = time.perf_counter()
+        list(clients.map(close, names))
+        census.wait_all(names, "closed")
+        return Storm(opened_s, time.perf_counter() - start)
+
+
+def floor_storm(cp: ControlPlane, api_client: Any, custom: Any) -> Storm:
+    """The storm against the bare operator, before the real one starts; its jobs are
+    deleted after (the real operator would otherwise find them at its start)."""
+    ns = "bench-storm-floor"
+    cp.kubectl("create", "namespace", ns)
+    Watcher(api_client, ns, bare_operator(custom, ns))
+    floor = run_storm(custom, ns, Census(api_client, ns))
+    custom.delete_collection_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)
+    deadline = time.monotonic() + 120
+    while custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, limit=1)["items"]:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the floor's storm jobs in {ns} were not deleted")
+        time.sleep(0.2)
+    return floor
+
+
+def storm(
+    cp: ControlPlane, op: OperatorProcess, api_client: Any, custom: Any, floor: Storm
+) -> None:
+    """The storm against the operator, as ratios to the bare operator's."""
     ns = "bench-storm"
     cp.kubectl("create", "namespace", ns)
     census = Census(api_client, ns)
-    names = [f"storm-{i}" for i in range(STORM_JOBS)]
     refused = too_many_requests(cp)
     assert op.proc is not None
-    base_rss = _rss_mb(op.proc.pid)
-    start = time.perf_counter()
-    for name in names:
-        custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, _job(name))
-    census.wait_all(names, "opened")
-    opened_s = time.perf_counter() - start
-    open_rss = _rss_mb(op.proc.pid)
-    start = time.perf_counter()
-    for name in names:
-        custom.patch_namespaced_custom_object(
-            GROUP, VERSION, ns, PLURAL, name, {"spec": {"state": "closed"}}
-        )
-    census.wait_all(names, "closed")
-    closed_s = time.perf_counter() - start
+    pid = op.proc.pid
+    base_rss = _rss_mb(pid)
+    open_rss: list[float] = []
+    real = run_storm(custom, ns, census, lambda: open_rss.append(_rss_mb(pid)))
     time.sleep(SETTLE_S)
-    closed_rss = _rss_mb(op.proc.pid)
-    _row(f"{STORM_JOBS} jobs created → all opened", opened_s, "s")
-    _row(f"{STORM_JOBS} jobs patched closed → all closed", closed_s, "s")
+    closed_rss = _rss_mb(pid)
+    n = STORM_JOBS
+    _row(f"floor: {n} created → opened, bare", floor.opened_s, "s")
+    _row(f"{n} jobs created → all opened", real.opened_s, "s", real.opened_s / floor.opened_s)
+    _row(f"floor: {n} patched → closed, bare", floor.closed_s, "s")
+    ratio = real.closed_s / floor.closed_s
+    _row(f"{n} jobs patched closed → all closed", real.closed_s, "s", ratio)
     _row("429s from the apiserver in the storm", too_many_requests(cp) - refused, "")
-    _row("operator RSS per open idle job", (open_rss - base_rss) * 1024 / STORM_JOBS, "KB")
+    _row("operator RSS per open idle job", (open_rss[0] - base_rss) * 1024 / n, "KB")
     _row("operator RSS after they closed, over base", closed_rss - base_rss, "MB")
 
 
@@ -310,6 +368,7 @@ def main() -> int:
         custom = kubernetes.client.CustomObjectsApi(api_client)
         bare = Watcher(api_client, FLOOR_NAMESPACE, bare_operator(custom, FLOOR_NAMESPACE))
         floor = open_close_rounds(cp, custom, bare, "floor")
+        floor_of_storm = floor_storm(cp, api_client, custom)
         op = OperatorProcess(cp, Path(tmp) / "data", Path(tmp) / "operator.log")
         op.start(MLJOB_STATUS_INTERVAL="2")
         try:
@@ -326,7 +385,7 @@ def main() -> int:
             ratio = med(real.writes_per_close) / max(floor_writes, 1)
             _row("writes on mljobs per close", med(real.writes_per_close), "", ratio)
             _ingest(cp, op, custom, watcher)
-            storm(cp, op, api_client, custom)
+            storm(cp, op, api_client, custom, floor_of_storm)
         finally:
             op.stop()
     return 0
