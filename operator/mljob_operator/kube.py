@@ -127,16 +127,8 @@ class KubeClient:
     async def replace_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         """Replace the whole status (JSON patch `add` replaces an existing member), so no
         key of an earlier status survives as a merge patch would let it."""
-        await self._call(
-            self._custom.patch_namespaced_custom_object_status,
-            GROUP,
-            VERSION,
-            namespace,
-            PLURAL,
-            name,
-            [{"op": "add", "path": "/status", "value": status}],
-            _content_type="application/json-patch+json",
-        )
+        ops = [{"op": "add", "path": "/status", "value": status}]
+        await self._patch_status(namespace, name, ops)
 
     async def replace_status_at(
         self, namespace: str, name: str, status: dict[str, Any], resource_version: str
@@ -144,6 +136,17 @@ class KubeClient:
         """`replace_status` only if the object is still at `resource_version`: the patch
         carries it, so the apiserver answers 409 if anything changed the object since
         (not retried here: the caller re-reads first). Returns the new resourceVersion."""
+        ops: list[dict[str, Any]] = [
+            {"op": "add", "path": "/metadata/resourceVersion", "value": resource_version},
+            {"op": "add", "path": "/status", "value": status},
+        ]
+        obj = await self._patch_status(namespace, name, ops, retry_conflicts=False)
+        return str(obj["metadata"]["resourceVersion"])
+
+    async def _patch_status(
+        self, namespace: str, name: str, ops: list[dict[str, Any]], retry_conflicts: bool = True
+    ) -> dict[str, Any]:
+        """A JSON patch of the status subresource; returns the object as stored."""
         obj = await self._call(
             self._custom.patch_namespaced_custom_object_status,
             GROUP,
@@ -151,14 +154,11 @@ class KubeClient:
             namespace,
             PLURAL,
             name,
-            [
-                {"op": "add", "path": "/metadata/resourceVersion", "value": resource_version},
-                {"op": "add", "path": "/status", "value": status},
-            ],
+            ops,
             _content_type="application/json-patch+json",
-            retry_conflicts=False,
+            retry_conflicts=retry_conflicts,
         )
-        return str(cast(dict[str, Any], obj)["metadata"]["resourceVersion"])
+        return cast(dict[str, Any], obj)
 
     async def patch_job(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         """Merge-patch the MLJob; returns the object as stored (with its new generation)."""

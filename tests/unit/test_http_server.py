@@ -19,7 +19,6 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography import x509
 
-from mljob_operator.api import CloseStep
 from mljob_operator.http.auth import Authorizer
 from mljob_operator.http.desired import StateRequests
 from mljob_operator.http.openapi import openapi_document
@@ -30,7 +29,7 @@ from mljob_operator.settings import OperatorSettings
 from mljob_operator.store import SQLiteStore, open_store
 from mljob_operator.store.fencing import FencedError
 from mljob_operator.store.tx import Tx
-from tests.unit.test_runtime import SPEC, FlakyStore, data
+from tests.unit.test_runtime import SPEC, FlakyStore, closed_with_snapshot, data
 
 JOB = "/v1/namespaces/ns/mljobs/web-1"
 TOKENS = {"viewer": {"results", "snapshots"}, "editor": {"results", "snapshots", "data", "close"}}
@@ -93,16 +92,21 @@ class Jobs:
 Call = Callable[..., Awaitable[tuple[int, Any]]]
 
 
+def data_api(runtime: JobRuntime, jobs: Jobs, max_body_bytes: int = 1024) -> DataApi:
+    """The data API over `runtime`, with the test's token reviews and no MLJob writes."""
+    return DataApi(
+        runtime,
+        Authorizer(Reviews()),
+        StateRequests(NoJobs()),
+        jobs,
+        max_body_bytes=max_body_bytes,
+    )
+
+
 def with_client(tmp_path: Path, test: Callable[[Call], Awaitable[None]]) -> None:
     async def main() -> None:
         runtime = JobRuntime(open_store(tmp_path))
-        api = DataApi(
-            runtime,
-            Authorizer(Reviews()),
-            StateRequests(NoJobs()),
-            Jobs({("ns", "web-1"), ("ns", "feed-1")}, frozenset({"feed-1"})),
-            max_body_bytes=1024,
-        )
+        api = data_api(runtime, Jobs({("ns", "web-1"), ("ns", "feed-1")}, frozenset({"feed-1"})))
         async with TestClient(TestServer(api.app())) as client:
 
             async def call(
@@ -201,13 +205,7 @@ def _routes(app: web.Application) -> set[tuple[str, str]]:
 
 def test_openapi_describes_every_route(tmp_path: Path) -> None:
     runtime = JobRuntime(open_store(tmp_path))
-    api = DataApi(
-        runtime,
-        Authorizer(Reviews()),
-        StateRequests(NoJobs()),
-        Jobs(set()),
-        max_body_bytes=1024,
-    )
+    api = data_api(runtime, Jobs(set()))
     doc = openapi_document(1024)
     documented = {(m, p) for p, ops in doc["paths"].items() for m in ops}
     served = _routes(api.app())
@@ -262,13 +260,7 @@ def test_a_store_that_refuses_writes_answers_503_with_retry_after(tmp_path: Path
         store = FlakyStore(tmp_path / "flaky.sqlite")
         runtime = JobRuntime(store)
         await runtime.load("ns/web-1", SPEC, accepting=True)
-        api = DataApi(
-            runtime,
-            Authorizer(Reviews()),
-            StateRequests(NoJobs()),
-            Jobs({("ns", "web-1")}),
-            max_body_bytes=1 << 20,
-        )
+        api = data_api(runtime, Jobs({("ns", "web-1")}), max_body_bytes=1 << 20)
         headers = {"Authorization": "Bearer editor"}
         async with TestClient(TestServer(api.app())) as client:
             store.full = True
@@ -308,17 +300,8 @@ def test_a_snapshot_change_refused_by_the_fence_answers_503_with_retry_after(
         runtime = JobRuntime(store)
         await runtime.load("ns/web-1", SPEC, accepting=True)
         await runtime.post_data("ns/web-1", data(5))
-        await runtime.stop_intake("ns/web-1", "c1")
-        done = [await runtime.run_step("ns/web-1", "c1", step) for step in CloseStep]
-        snapshot_id = next(str(f["snapshot_id"]) for f in done if "snapshot_id" in f)
-        await runtime.release("ns/web-1")
-        api = DataApi(
-            runtime,
-            Authorizer(Reviews()),
-            StateRequests(NoJobs()),
-            Jobs({("ns", "web-1")}),
-            max_body_bytes=1 << 20,
-        )
+        snapshot_id = await closed_with_snapshot(runtime, "ns/web-1")
+        api = data_api(runtime, Jobs({("ns", "web-1")}), max_body_bytes=1 << 20)
         headers = {"Authorization": "Bearer editor"}
         snapshot = f"{JOB}/modelsnapshots/{snapshot_id}"
         calls = (

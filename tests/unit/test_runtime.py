@@ -39,6 +39,15 @@ def data(minutes: int, start: int = T0) -> bytes:
     return b"\n".join(orjson.dumps({"time": start + 30 * i}) for i in range(2 * minutes))
 
 
+async def closed_with_snapshot(runtime: JobRuntime, job_id: str) -> str:
+    """Run every close step of a loaded job (close id c1), release it, and return the id
+    of the snapshot the close persisted."""
+    await runtime.stop_intake(job_id, "c1")
+    done = [await runtime.run_step(job_id, "c1", step) for step in CloseStep]
+    await runtime.release(job_id)
+    return next(str(fields["snapshot_id"]) for fields in done if "snapshot_id" in fields)
+
+
 def test_engine_config_from_the_spec() -> None:
     spec = MLJobSpec.model_validate(
         {
@@ -127,10 +136,7 @@ def test_force_close_is_durable_and_revert_needs_a_closed_job(tmp_path: Path) ->
         runtime = JobRuntime(store)
         await runtime.load("ns/j", SPEC, accepting=True)
         await runtime.post_data("ns/j", data(5))
-        await runtime.stop_intake("ns/j", "c1")
-        done = [await runtime.run_step("ns/j", "c1", step) for step in CloseStep]
-        first = next(str(fields["snapshot_id"]) for fields in done if "snapshot_id" in fields)
-        await runtime.release("ns/j")
+        first = await closed_with_snapshot(runtime, "ns/j")
         await runtime.load("ns/j", SPEC, accepting=True)
         with pytest.raises(JobNotClosedError):
             await runtime.revert("ns/j", first, delete_intervening_results=False)
