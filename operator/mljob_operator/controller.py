@@ -108,10 +108,13 @@ class JobController:
         self.fed_by_datafeed = False
         """Whether the spec last seen has a datafeed (the data API then refuses posts)."""
         self.latest_scores: tuple[float, float] | None = None
-        self.running = False
-        """True while a daemon runs this controller's loop."""
         """(anomaly score, highest record score) of the newest final bucket, kept after a
         close for monitoring."""
+        self.running = False
+        """True while a daemon runs this controller's loop."""
+        self._upkept: tuple[Any, ...] | None = None
+        """What the last upkeep saw (object version, engine changes): while they stay the
+        same an idle job's status cannot change, so its upkeep does nothing."""
         self.wake = asyncio.Event()
         self.lock = asyncio.Lock()
         self.emit: EventSink = _ignore
@@ -295,6 +298,15 @@ class JobController:
         takes data, datafeed progress, conditions and observedGeneration."""
         if not self.writer.refresh_due:
             return
+        version = body.get("metadata", {}).get("resourceVersion")
+        seen = (version, self.runtime.changes(self.id))
+        if (
+            version is not None
+            and seen == self._upkept
+            and not self.fed_by_datafeed
+            and not self.runtime.reverted(self.id)
+        ):
+            return
         async with self.lock:
             try:
                 obs = self.observe(body)
@@ -306,6 +318,7 @@ class JobController:
                 status = status.model_copy(update={"model_snapshot_id": reverted})
             if status != self.status:
                 await self.writer.write(status)
+            self._upkept = seen
 
     # -- failures --------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import itertools
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -116,12 +117,15 @@ class _Slot:
     job: Job | None = None
     accepting: bool = False
     config: JobConfig | None = None
+    changes: int = 0
+    """Operations run on the job since it was loaded (so its counts may have moved)."""
 
 
 class JobRuntime:
     def __init__(self, store: Store, threads: int = DEFAULT_THREADS) -> None:
         self._store = store
         self._engine = ThreadPoolExecutor(threads, thread_name_prefix="engine")
+        self._changes = itertools.count(1)
         self._reader = ThreadPoolExecutor(threads, thread_name_prefix="store-read")
         self._slots: dict[str, _Slot] = {}
         self._reverted: dict[str, str] = {}
@@ -151,6 +155,7 @@ class JobRuntime:
         refuses a write leaves no zombie: the job is reopened from the store (which holds
         exactly what was acknowledged) and the caller gets StoreUnavailableError."""
         job = await self._healthy(job_id, slot)
+        slot.changes = next(self._changes)
         try:
             return await self._work(fn, job)
         except StoreWriteError as err:
@@ -174,6 +179,7 @@ class JobRuntime:
             return
         try:
             slot.job = await self._work(self._reopened, job_id, config, slot.accepting)
+            slot.changes = next(self._changes)
         except Exception:
             log.exception("%s: reopening from the store failed; will retry", job_id)
 
@@ -199,6 +205,7 @@ class JobRuntime:
                 await self._work(self._claim, job_id, uid)
                 slot.job = await self._work(Job.open, self._store, job_id, config)
                 slot.config = config
+                slot.changes = next(self._changes)
             slot.accepting = accepting
             return slot.job.active_snapshot_id
 
@@ -307,6 +314,10 @@ class JobRuntime:
         self._reverted[job_id] = snapshot.snapshot_id
         return to_api.model_snapshot(snapshot)
 
+    def reverted(self, job_id: str) -> bool:
+        """Whether the job was reverted since `take_reverted` was last called."""
+        return job_id in self._reverted
+
     def take_reverted(self, job_id: str) -> str | None:
         """The snapshot a closed job was reverted to since the last call, for its status."""
         return self._reverted.pop(job_id, None)
@@ -336,6 +347,12 @@ class JobRuntime:
         await self._settle(job_id)
         await self.release(job_id)
         await self._work(self._store.delete_job, job_id)
+
+    def changes(self, job_id: str) -> int | None:
+        """A number that moves whenever an operation may have changed the loaded job's
+        counts or model (None when it is not loaded): equal numbers, equal stats."""
+        slot = self._slots.get(job_id)
+        return slot.changes if slot is not None and slot.job is not None else None
 
     def stats(self, job_id: str) -> tuple[DataCounts, ModelSizeStats] | None:
         """The live counts of a job loaded in this process."""

@@ -51,22 +51,35 @@ class Apiserver:
 
     def __init__(self, spec: dict[str, Any]) -> None:
         self.body: dict[str, Any] = {
-            "metadata": {"name": "j", "namespace": "ns", "generation": 1, "annotations": {}},
+            "metadata": {
+                "name": "j",
+                "namespace": "ns",
+                "generation": 1,
+                "annotations": {},
+                "resourceVersion": "1",
+            },
             "spec": copy.deepcopy(spec),
         }
         self.writes: list[dict[str, Any]] = []
+
+    def _changed(self) -> None:
+        meta = self.body["metadata"]
+        meta["resourceVersion"] = str(int(meta["resourceVersion"]) + 1)
 
     async def replace_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         assert (namespace, name) == ("ns", "j")
         self.writes.append(status)
         self.body["status"] = status
+        self._changed()
 
     def edit_spec(self, **changes: Any) -> None:
         self.body["spec"].update(changes)
         self.body["metadata"]["generation"] += 1
+        self._changed()
 
     def annotate_force(self, value: str) -> None:
         self.body["metadata"]["annotations"][FORCE_CLOSE_ANNOTATION] = value
+        self._changed()
 
     @property
     def status(self) -> MLJobStatus:
@@ -343,6 +356,39 @@ def test_upkeep_writes_the_counts_of_an_idle_job_only_when_they_change(tmp_path:
         writes = len(h.api.writes)
         await h.controller.upkeep(h.body())
         assert len(h.api.writes) == writes
+
+    run(test)
+
+
+def test_upkeep_of_an_idle_job_does_nothing_until_its_object_or_engine_changes(
+    tmp_path: Path,
+) -> None:
+    async def test() -> None:
+        h = Harness(tmp_path)
+        await h.settle()
+        observed: list[int] = []
+        observe = h.controller.observe
+
+        def counting(body: Any, deleting: bool = False) -> Any:
+            observed.append(1)
+            return observe(body, deleting)
+
+        h.controller.observe = counting  # type: ignore[method-assign]
+        for _ in range(3):
+            await h.controller.upkeep(h.body())
+        assert len(observed) == 1, "looked once; nothing changed since"
+        await h.runtime.post_data("ns/j", data(10))
+        await h.controller.upkeep(h.body())
+        assert len(observed) == 2, "data moved the engine's counts"
+        assert h.api.status.data_counts.processed_record_count == 20
+        await h.controller.upkeep(h.body())
+        assert len(observed) == 3, "its own status write moved the object's version"
+        await h.controller.upkeep(h.body())
+        assert len(observed) == 3
+        h.api.edit_spec(description="changed")
+        await h.controller.upkeep(h.body())
+        assert len(observed) == 4, "a spec change"
+        assert h.api.status.observed_generation == 2
 
     run(test)
 
