@@ -86,6 +86,7 @@ class JobStatusWriter:
     async def write(self, status: MLJobStatus) -> None:
         """Write `status` now (a staged one waiting is superseded)."""
         self._cancel_flush()
+        self._announce = None
         async with self._lock:
             await self.kube.replace_status(self.namespace, self.name, status.to_json_dict())
             self.current = status
@@ -115,8 +116,9 @@ class JobStatusWriter:
                 return
             self._written_at = self.monotonic()
             self._written = status
-            if self._announce is not None and self._announce[0] is status:
-                self._announce[1]()
+            announce, self._announce = self._announce, None
+            if announce is not None and announce[0] is status:
+                announce[1]()
 
     def _cancel_flush(self) -> None:
         """Drop a staged write still waiting; one already sent is left to finish (a
