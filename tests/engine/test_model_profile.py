@@ -12,7 +12,13 @@ from mljob_operator.engine import snapshots
 from mljob_operator.engine.analyzer import Analyzer
 from mljob_operator.engine.config import DetectorConfig, JobConfig
 from mljob_operator.engine.functions import Side
-from mljob_operator.engine.model import DAILY_BINS, DAY_S, SeriesModel, daily_bins
+from mljob_operator.engine.model import (
+    DAILY_BINS,
+    DAY_S,
+    HELD_COLUMNS,
+    SeriesModel,
+    daily_bins,
+)
 
 SPAN = 300
 
@@ -40,7 +46,9 @@ def _max_raw_on_a_missing_peak(bins: int) -> tuple[float, float]:
 def test_a_profile_is_used_only_where_each_bin_gets_two_buckets() -> None:
     assert daily_bins(60) == daily_bins(900) == DAILY_BINS
     assert daily_bins(1800) == daily_bins(3600) == 0
-    assert SeriesModel(300, count_like=False, side=Side.BOTH).columns == 6 + DAILY_BINS + 6
+    assert SeriesModel(300, count_like=False, side=Side.BOTH).columns == (
+        6 + DAILY_BINS + 6 + HELD_COLUMNS
+    )
 
 
 def test_a_square_day_without_its_peak_stands_out_of_ordinary_days() -> None:

@@ -15,7 +15,10 @@ clearly: that is the periodicity test, and it keeps noise from being fitted as a
 A residual's probability is normal up to TAIL_Z sigmas and follows a power-law tail
 beyond, as bursty real data does.
 Outliers update the model clipped at three sigma so one spike does not blind it, and a run
-of same-signed anomalies is accepted as a level shift.
+of same-signed anomalies is accepted as a level shift. For HOLD_BUCKETS updates after a
+shift the level from before it is kept as a second hypothesis: a value is scored against
+whichever of the two levels explains it better, so a burst that ends just after it was
+taken for a shift is not reported a second time as a drop back to normal.
 """
 
 from __future__ import annotations
@@ -35,10 +38,18 @@ WEEK_S = 7 * DAY_S
 
 N, LEVEL, EV0, EV1, EV2, RUN = range(6)
 BASE_COLUMNS = 6
+HELD, HOLD = range(2)
+"""After the seasonal columns: the level from before the last accepted shift, and how many
+more updates it is kept as a second hypothesis (0: none)."""
+HELD_COLUMNS = 2
 
 MIN_SCORED_UPDATES = 10
 CLIP_SIGMAS = 3.0
 SHIFT_RUN = 6
+HOLD_BUCKETS = float(SHIFT_RUN)
+"""Updates after an accepted level shift during which the level before it still explains
+a value: as many as it took to accept the shift. 6 to 36 score alike on the benchmark's
+development folders; longer holds move the synthetic corpus (docs/engine.md)."""
 SEASONAL_GAIN = (0.85, 0.9)
 VARIANCE_RATE = 0.02
 MAX_RAW = 300.0
@@ -120,7 +131,13 @@ class SeriesModel:
     """State of all series of one detector; rows are series indices."""
 
     def __init__(
-        self, bucket_span_s: int, *, count_like: bool, side: Side, bins: int | None = None
+        self,
+        bucket_span_s: int,
+        *,
+        count_like: bool,
+        side: Side,
+        bins: int | None = None,
+        held: bool = True,
     ) -> None:
         self.bucket_span_s = bucket_span_s
         self.count_like = count_like
@@ -135,7 +152,11 @@ class SeriesModel:
         self.weekly_rate = 1.0 / (2.0 * self.per_week)
         self.d0 = BASE_COLUMNS
         self.w0 = self.d0 + 2 * self.kd
-        self.columns = self.w0 + 2 * self.kw
+        self.h0 = self.w0 + 2 * self.kw
+        self.held = held
+        """False for a model restored from a snapshot taken before the held level: it goes
+        on without it, exactly as it would have."""
+        self.columns = self.h0 + (HELD_COLUMNS if held else 0)
         self.state: F64 = np.zeros((0, self.columns), dtype=np.float64)
         self.size = 0
         self._basis_at = -1
@@ -180,7 +201,7 @@ class SeriesModel:
             sd = s[:, c0] * f0 + s[:, c1] * f1
         else:
             sd = s[:, self.d0 : self.w0] @ bd if self.kd else zero
-        sw = s[:, self.w0 :] @ bw if self.kw else zero
+        sw = s[:, self.w0 : self.h0] @ bw if self.kw else zero
         ev = s[:, EV0].copy()
         use_d = zero
         use_w = zero
@@ -205,19 +226,37 @@ class SeriesModel:
         return np.maximum(ev, floor) * (1.0 + 4.0 / np.maximum(n, 1.0))
 
     def score(self, idx: I64, x: F64, t_s: int) -> tuple[F64, F64, F64, F64]:
-        """Probability, raw score (-log10 p), typical value and signed z, without learning."""
+        """Probability, raw score (-log10 p), typical value and signed z, without learning.
+        z is the deviation from the prediction (linear in x, as the model plot needs it);
+        while a level is held, p is the larger of the two levels' probabilities."""
         s = self.state[idx]
-        pred, ev, *_ = self._predict(s, t_s)
-        return self._probability(x, pred, ev, s[:, N])
+        pred, ev, level, *_ = self._predict(s, t_s)
+        return self._probability(x, pred, ev, s[:, N], self._held_offset(s, level))
 
-    def _probability(self, x: F64, pred: F64, ev: F64, n: F64) -> tuple[F64, F64, F64, F64]:
-        z = (x - pred) / np.sqrt(self._variance(ev, pred, n))
-        p, raw = heavy_tail(z)
+    def _held_offset(self, s: F64, level: F64) -> F64 | None:
+        """How far the held level is below the current one, for the series holding one."""
+        if not self.held:
+            return None
+        holding = s[:, self.h0 + HOLD] > 0
+        if not holding.any():
+            return None
+        return np.where(holding, level - s[:, self.h0 + HELD], 0.0)
+
+    def _probability(
+        self, x: F64, pred: F64, ev: F64, n: F64, offset: F64 | None
+    ) -> tuple[F64, F64, F64, F64]:
+        sd = np.sqrt(self._variance(ev, pred, n))
+        z = (x - pred) / sd
+        zp = z
+        if offset is not None:
+            z_held = z + offset / sd
+            zp = np.where(np.abs(z_held) < np.abs(z), z_held, z)
+        p, raw = heavy_tail(zp)
         blocked = n < MIN_SCORED_UPDATES
         if self.side is Side.HIGH:
-            blocked = blocked | (z <= 0)
+            blocked = blocked | (zp <= 0)
         elif self.side is Side.LOW:
-            blocked = blocked | (z >= 0)
+            blocked = blocked | (zp >= 0)
         p[blocked] = 1.0
         raw[blocked] = 0.0
         typical = np.maximum(pred, 0.0) if self.count_like else pred
@@ -228,7 +267,8 @@ class SeriesModel:
         s = self.state[idx]
         n = s[:, N]
         pred, ev, level, sd, sw, sd_sel, sw_sel = self._predict(s, t_s)
-        p, raw, typical, z = self._probability(x, pred, ev, n)
+        p, raw, typical, z = self._probability(x, pred, ev, n, self._held_offset(s, level))
+        before = level.copy() if self.held else level
 
         warm = n >= MIN_SCORED_UPDATES
         flagged = warm & (np.abs(z) > CLIP_SIGMAS)
@@ -256,6 +296,12 @@ class SeriesModel:
             clipped = np.clip(resid, -bound, bound)
             out[:, col] = np.where(shifted, old, old + a_var * (clipped * clipped - old))
         out[:, RUN] = run
+        if self.held:
+            h = self.h0
+            out[:, h + HELD] = np.where(shifted, before, s[:, h + HELD])
+            out[:, h + HOLD] = np.where(
+                shifted, HOLD_BUCKETS, np.maximum(s[:, h + HOLD] - 1.0, 0.0)
+            )
         if self.bins:
             a_bin = np.maximum(self.bins / (n + self.bins), self.bins * self.daily_rate)
             c0, c1, f0, f1 = self._pair
@@ -269,6 +315,6 @@ class SeriesModel:
         if self.kw:
             a = np.maximum(inv, self.weekly_rate)[:, None]
             target = 2.0 * (xc - new_level - sd_sel)[:, None] * self._bases(t_s)[1][None, :]
-            out[:, self.w0 :] += a * (target - out[:, self.w0 :])
+            out[:, self.w0 : self.h0] += a * (target - out[:, self.w0 : self.h0])
         self.state[idx] = out
         return p, raw, typical

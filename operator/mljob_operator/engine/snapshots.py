@@ -5,7 +5,9 @@ byte-shuffled (the exponent bytes of neighbouring values then sit together and c
 well) and zlib-compressed; labels, counts, normalisers and open buckets go in a small JSON
 header. float64 keeps a restored model bit-identical to the one that was saved. A detector's
 header names the bins of its daily profile; a snapshot from before the profile names none
-and restores its daily harmonics, so an upgraded job goes on exactly as it would have.
+and restores its daily harmonics, so an upgraded job goes on exactly as it would have. In
+the same way a detector's header says whether its model keeps the level from before a
+shift (`held`); a snapshot from before that restores a model without it.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ def encode(an: Analyzer, level: int = 6) -> bytes:
                 "function": d.cfg.function,
                 "columns": d.model.columns,
                 "bins": d.model.bins,
+                "held": d.model.held,
                 "open": [[b, agg.to_json()] for b, agg in sorted(d.open.items())],
             }
         )
@@ -113,10 +116,12 @@ def decode(blob: bytes, config: JobConfig) -> Analyzer:
     an.record_norm.restore(meta["norm"][1])
     an.applied = (ScoreScale(*meta["applied"][0]), ScoreScale(*meta["applied"][1]))
     for d, dm in zip(an.detectors, meta["detectors"], strict=True):
-        bins = dm.get("bins", 0)
-        if bins != d.model.bins:
+        bins, held = dm.get("bins", 0), dm.get("held", False)
+        if bins != d.model.bins or held != d.model.held:
             m = d.model
-            d.model = SeriesModel(m.bucket_span_s, count_like=m.count_like, side=m.side, bins=bins)
+            d.model = SeriesModel(
+                m.bucket_span_s, count_like=m.count_like, side=m.side, bins=bins, held=held
+            )
         if dm["columns"] != d.model.columns:
             raise ConfigError("the bucket span does not match the model snapshot")
         d.model.load(arrays[f"m{d.index}"].T)
