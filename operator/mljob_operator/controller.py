@@ -112,6 +112,7 @@ class JobController:
         close for monitoring."""
         self.running = False
         """True while a daemon runs this controller's loop."""
+        self._spec: tuple[int | None, MLJobSpec] | None = None
         self._upkept: tuple[Any, ...] | None = None
         """What the last upkeep saw (object version, engine changes): while they stay the
         same an idle job's status cannot change, so its upkeep does nothing."""
@@ -160,7 +161,7 @@ class JobController:
         recorded = self.writer.adopt(body)
         meta = body.get("metadata", {})
         annotations = meta.get("annotations") or {}
-        spec = MLJobSpec.model_validate(body.get("spec") or {})
+        spec = self._spec_of(body, meta.get("generation"))
         self.fed_by_datafeed = spec.datafeed is not None
         return Observation(
             spec=spec,
@@ -171,6 +172,15 @@ class JobController:
             now=self.clock(),
             deleting=deleting or bool(meta.get("deletionTimestamp")),
         )
+
+    def _spec_of(self, body: Mapping[str, Any], generation: int | None) -> MLJobSpec:
+        """The spec, parsed once per generation (the apiserver moves it on every change of
+        the spec, and a close observes the object a dozen times)."""
+        if generation is not None and self._spec is not None and self._spec[0] == generation:
+            return self._spec[1]
+        spec = MLJobSpec.model_validate(body.get("spec") or {})
+        self._spec = (generation, spec)
+        return spec
 
     def _with_feed(self, status: MLJobStatus, spec: MLJobSpec) -> MLJobStatus:
         """The status last written, with the datafeed's progress since."""
