@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar, cast
 
 import kubernetes
+import orjson
 import urllib3
 
 from mljob_operator.api import GROUP, PLURAL, VERSION
@@ -128,7 +129,7 @@ class KubeClient:
         """Replace the whole status (JSON patch `add` replaces an existing member), so no
         key of an earlier status survives as a merge patch would let it."""
         ops = [{"op": "add", "path": "/status", "value": status}]
-        await self._patch_status(namespace, name, ops)
+        await self._call(self._patch_status, namespace, name, ops, False)
 
     async def replace_status_at(
         self, namespace: str, name: str, status: dict[str, Any], resource_version: str
@@ -140,15 +141,24 @@ class KubeClient:
             {"op": "add", "path": "/metadata/resourceVersion", "value": resource_version},
             {"op": "add", "path": "/status", "value": status},
         ]
-        obj = await self._patch_status(namespace, name, ops, retry_conflicts=False)
+        obj = await self._call(
+            self._patch_status, namespace, name, ops, True, retry_conflicts=False
+        )
+        assert obj is not None
         return str(obj["metadata"]["resourceVersion"])
 
-    async def _patch_status(
-        self, namespace: str, name: str, ops: list[dict[str, Any]], retry_conflicts: bool = True
-    ) -> dict[str, Any]:
-        """A JSON patch of the status subresource; returns the object as stored."""
-        obj = await self._call(
-            self._custom.patch_namespaced_custom_object_status,
+    def _patch_status(
+        self,
+        namespace: str,
+        name: str,
+        ops: list[dict[str, Any]],
+        returned: bool,
+        _request_timeout: Any = REQUEST_TIMEOUT_S,
+    ) -> dict[str, Any] | None:
+        """A JSON patch of the status subresource (in a worker thread); the object as
+        stored only if `returned`. The answer is read raw: a status write of every close
+        otherwise pays for the client's model deserialisation of the whole object."""
+        answer = self._custom.patch_namespaced_custom_object_status(
             GROUP,
             VERSION,
             namespace,
@@ -156,9 +166,17 @@ class KubeClient:
             name,
             ops,
             _content_type="application/json-patch+json",
-            retry_conflicts=retry_conflicts,
+            _preload_content=False,
+            _request_timeout=_request_timeout,
         )
-        return cast(dict[str, Any], obj)
+        assert isinstance(answer, urllib3.BaseHTTPResponse)
+        try:
+            if returned:
+                return cast(dict[str, Any], orjson.loads(answer.data))
+            answer.drain_conn()
+            return None
+        finally:
+            answer.release_conn()
 
     async def patch_job(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         """Merge-patch the MLJob; returns the object as stored (with its new generation)."""

@@ -36,7 +36,7 @@ class HeldBack(KubeClient):
         self.release = asyncio.Event()
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        if self.hold_next and fn.__name__ == "patch_namespaced_custom_object_status":
+        if self.hold_next and fn.__name__ == "_patch_status":
             self.hold_next = False
             self.sent.set()
             await self.release.wait()
