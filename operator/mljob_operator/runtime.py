@@ -118,7 +118,8 @@ class _Slot:
     accepting: bool = False
     config: JobConfig | None = None
     changes: int = 0
-    """Operations run on the job since it was loaded (so its counts may have moved)."""
+    """The runtime's change number when the job was loaded or an operation on it last
+    finished (in its worker thread, so an upkeep during the operation sees it move)."""
 
 
 class JobRuntime:
@@ -155,9 +156,15 @@ class JobRuntime:
         refuses a write leaves no zombie: the job is reopened from the store (which holds
         exactly what was acknowledged) and the caller gets StoreUnavailableError."""
         job = await self._healthy(job_id, slot)
-        slot.changes = next(self._changes)
+
+        def counted(job: Job) -> T:
+            try:
+                return fn(job)
+            finally:
+                slot.changes = next(self._changes)
+
         try:
-            return await self._work(fn, job)
+            return await self._work(counted, job)
         except StoreWriteError as err:
             await self._reopen(job_id, slot)
             raise StoreUnavailableError(str(err)) from err

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
@@ -165,6 +166,40 @@ def test_calls_on_one_job_never_interleave(tmp_path: Path) -> None:
         bodies = [data(1, T0 + 60 * i) for i in range(20)]
         results = await asyncio.gather(*(runtime.post_data("ns/j", b) for b in bodies))
         assert sorted(r.processed_record_count for r in results) == list(range(2, 42, 2))
+        runtime.close()
+
+    run(test())
+
+
+def test_the_change_number_moves_when_an_operation_has_finished(tmp_path: Path) -> None:
+    """An upkeep that runs while an ingest holds the job sees the counts from before it;
+    the number moves only once the ingest is done, so the next upkeep looks again."""
+
+    async def test() -> None:
+        runtime = JobRuntime(open_store(tmp_path))
+        assert runtime.changes("ns/j") is None, "not loaded"
+        await runtime.load("ns/j", SPEC, accepting=True)
+        loaded = runtime.changes("ns/j")
+        assert loaded is not None
+        entered, leave = threading.Event(), threading.Event()
+        job = runtime._slots["ns/j"].job
+        assert job is not None
+        post = job.post_data
+
+        def held_post(body: bytes) -> Any:
+            entered.set()
+            assert leave.wait(10)
+            return post(body)
+
+        job.post_data = held_post  # type: ignore[method-assign]
+        posting = asyncio.ensure_future(runtime.post_data("ns/j", data(5)))
+        assert await asyncio.to_thread(entered.wait, 10)
+        assert runtime.changes("ns/j") == loaded, "still running"
+        leave.set()
+        await posting
+        assert runtime.changes("ns/j") != loaded
+        await runtime.release("ns/j")
+        assert runtime.changes("ns/j") is None
         runtime.close()
 
     run(test())
