@@ -8,7 +8,9 @@ in its own schema). `-k sqlite` or `-k postgres` picks one.
 from __future__ import annotations
 
 import re
+import struct
 import uuid
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -101,3 +103,18 @@ def daily_two_hosts(start: int, stop: int) -> Iterator[tuple[int, int, str, floa
         for i in range(4):
             for host in ("a", "b"):
                 yield b, i, host, float(20 + 5 * np.sin(2 * np.pi * b / 288) + rng.normal())
+
+
+def without_detector_field(blob: bytes, field: str) -> bytes:
+    """The snapshot `blob` as written before `field` was added to its detector headers
+    (for tests that older snapshots still restore, bit-exact)."""
+    payload = zlib.decompress(blob)
+    head = struct.Struct("<4sII")
+    magic, version, hlen = head.unpack_from(payload)
+    meta = orjson.loads(payload[head.size : head.size + hlen])
+    for d in meta["detectors"]:
+        del d[field]
+    header = orjson.dumps(meta)
+    return zlib.compress(
+        head.pack(magic, version, len(header)) + header + payload[head.size + hlen :]
+    )

@@ -3,17 +3,14 @@ hypothesis: a burst that ends just after it was taken for a shift is reported on
 
 from __future__ import annotations
 
-import struct
-import zlib
-
 import numpy as np
-import orjson
 
 from mljob_operator.engine import snapshots
 from mljob_operator.engine.analyzer import Analyzer
 from mljob_operator.engine.config import DetectorConfig, JobConfig
 from mljob_operator.engine.functions import Side
 from mljob_operator.engine.model import HOLD_BUCKETS, SHIFT_RUN, SeriesModel
+from tests.engine.conftest import without_detector_field
 
 SPAN = 3600  # hourly: harmonics, no daily profile
 QUIET = 400  # buckets of noise before the burst
@@ -74,20 +71,6 @@ def test_the_held_level_expires() -> None:
     assert m.rows()[0, m.h0] != 0.0  # the level it held, from before the shift
 
 
-def _without_held(blob: bytes) -> bytes:
-    """The snapshot as written before the held level: no `held` in its detector header."""
-    payload = zlib.decompress(blob)
-    head = struct.Struct("<4sII")
-    magic, version, hlen = head.unpack_from(payload)
-    meta = orjson.loads(payload[head.size : head.size + hlen])
-    for d in meta["detectors"]:
-        del d["held"]
-    header = orjson.dumps(meta)
-    return zlib.compress(
-        head.pack(magic, version, len(header)) + header + payload[head.size + hlen :]
-    )
-
-
 def _records(x: np.ndarray) -> list[dict[str, float]]:
     return [{"time": i * SPAN, "value": float(v)} for i, v in enumerate(x)]
 
@@ -98,7 +81,7 @@ def test_a_snapshot_from_before_the_held_level_restores_bit_exact_without_it() -
     d = old.detectors[0]
     d.model = SeriesModel(SPAN, count_like=False, side=Side.BOTH, held=False)
     old.ingest(records[: QUIET + 2], 1, 0)
-    blob = _without_held(snapshots.encode(old))
+    blob = without_detector_field(snapshots.encode(old), "held")
 
     restored = snapshots.decode(blob, CFG)
     assert not restored.detectors[0].model.held

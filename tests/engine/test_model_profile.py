@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import struct
-import zlib
-
 import numpy as np
-import orjson
 
 from mljob_operator.engine import snapshots
 from mljob_operator.engine.analyzer import Analyzer
@@ -19,6 +15,7 @@ from mljob_operator.engine.model import (
     SeriesModel,
     daily_bins,
 )
+from tests.engine.conftest import without_detector_field
 
 SPAN = 300
 
@@ -59,20 +56,6 @@ def test_a_square_day_without_its_peak_stands_out_of_ordinary_days() -> None:
     assert missing > 3 * h_missing  # 4 harmonics ring at every step and hide it
 
 
-def _without_bins(blob: bytes) -> bytes:
-    """The snapshot as written before the profile: no bins in the detector header."""
-    payload = zlib.decompress(blob)
-    head = struct.Struct("<4sII")
-    magic, version, hlen = head.unpack_from(payload)
-    meta = orjson.loads(payload[head.size : head.size + hlen])
-    for d in meta["detectors"]:
-        del d["bins"]
-    header = orjson.dumps(meta)
-    return zlib.compress(
-        head.pack(magic, version, len(header)) + header + payload[head.size + hlen :]
-    )
-
-
 def test_a_snapshot_from_before_the_profile_restores_its_harmonics_bit_exact() -> None:
     cfg = JobConfig(detectors=(DetectorConfig("mean", "value"),), bucket_span_s=SPAN)
     t, x = _square_days(3, np.random.default_rng(7))
@@ -81,7 +64,7 @@ def test_a_snapshot_from_before_the_profile_restores_its_harmonics_bit_exact() -
     d = old.detectors[0]
     d.model = SeriesModel(SPAN, count_like=False, side=Side.BOTH, bins=0)
     old.ingest(records[:500], 1, 0)
-    blob = _without_bins(snapshots.encode(old))
+    blob = without_detector_field(snapshots.encode(old), "bins")
 
     restored = snapshots.decode(blob, cfg)
     assert restored.detectors[0].model.bins == 0
