@@ -1,7 +1,8 @@
 """Third-party CRDs the chart's optional objects need on the test apiserver.
 
 The chart can render a ServiceMonitor and a PrometheusRule (Prometheus Operator) and a
-cert-manager Certificate; a server-side dry run of them needs those CRDs installed. They
+cert-manager Certificate, and manifests/postgres/ has a CloudNativePG Cluster; a
+server-side dry run of them needs those CRDs installed. They
 are not committed here: they come once from the projects' Go modules through the Go module
 proxy (the only way out of this machine), and only the few CRD files are kept in
 $MLJOB_CACHE_DIR (default ~/.cache/mljob-operator)/crds/<project>-<version>/, the way
@@ -52,6 +53,15 @@ CERT_MANAGER = CrdSource(
     ("cert-manager.io_certificates.yaml",),
 )
 SOURCES = (PROMETHEUS_OPERATOR, CERT_MANAGER)
+"""The CRDs the chart's optional objects need."""
+CLOUDNATIVE_PG = CrdSource(
+    "cloudnative-pg",
+    "github.com/cloudnative-pg/cloudnative-pg",
+    "v1.29.0",
+    "config/crd/bases",
+    ("postgresql.cnpg.io_clusters.yaml",),
+)
+"""The Cluster CRD the example PostgreSQL manifest (manifests/postgres/) is checked against."""
 
 
 def crd_files(source: CrdSource) -> list[Path]:
@@ -87,7 +97,7 @@ def crd_files(source: CrdSource) -> list[Path]:
 
 
 def main() -> int:
-    for source in SOURCES:
+    for source in (*SOURCES, CLOUDNATIVE_PG):
         for path in crd_files(source):
             print(path)
     return 0

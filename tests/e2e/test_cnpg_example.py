@@ -3,34 +3,28 @@ CloudNativePG's own Cluster CRD, on the real apiserver: every field must be one 
 knows, with a value its openAPIV3Schema accepts (server-side dry run, strict field
 validation).
 
-CloudNativePG's CRD is not shipped by any package this project can install (its Go
-module is not served by the module proxy here), and it is not vendored: point
-`MLJOB_CNPG_CRD` at `config/crd/bases/postgresql.cnpg.io_clusters.yaml` of a
-CloudNativePG checkout to run this; without it the test is skipped. Last run against
-CloudNativePG v1.30.0-86-ga95a534db: accepted.
+The CRD comes from CloudNativePG's Go module (`devtools/thirdparty_crds.CLOUDNATIVE_PG`,
+fetched once through the module proxy and cached, never committed).
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from devtools.controlplane import ControlPlane
+from devtools.thirdparty_crds import CLOUDNATIVE_PG, crd_files
 from tests.e2e.jobs import eventually
 
 EXAMPLE = (
     Path(__file__).resolve().parents[2] / "manifests" / "postgres" / "cloudnativepg-cluster.yaml"
 )
-CRD = os.environ.get("MLJOB_CNPG_CRD", "")
 
 
-@pytest.mark.skipif(not CRD, reason="MLJOB_CNPG_CRD (CloudNativePG's Cluster CRD) not given")
 def test_the_example_is_a_valid_cloudnativepg_cluster(control_plane: ControlPlane) -> None:
     cp = control_plane
-    cp.kubectl("apply", "--server-side", "-f", CRD)
+    (crd,) = crd_files(CLOUDNATIVE_PG)
+    cp.kubectl("apply", "--server-side", "-f", str(crd))
     established = eventually(
         lambda: cp.kubectl(
             "wait",
