@@ -400,11 +400,13 @@ class JobController:
         self.faults.checkpoint("before:beginClose")
         await self.runtime.stop_intake(self.id, close_id)
         self.faults.checkpoint("after:beginClose")
-        await self.writer.write(lifecycle.begin_close(self._now(obs), close_id, trigger))
+        await self.writer.write(
+            lifecycle.begin_close(self._now(obs), close_id, trigger),
+            announce_if_slow=lambda: self.emit(events.closing(close_id)),
+        )
         self.faults.checkpoint("recorded:beginClose")
         if trigger == "datafeed":
             self.emit(events.datafeed_ended(obs.spec))
-        self.emit(events.closing(close_id))
 
     async def _run_step(self, obs: Observation, decision: Decision) -> None:
         step = decision.step

@@ -12,7 +12,10 @@ itself; `opening`) is *staged*: it becomes the truth the controller acts on at o
 reaches the apiserver only if it is still the latest after `progress_s`. A fast close so
 costs two writes (`closing`, then `closed` with every step) and a slow one shows its
 progress at most once per `progress_s`. What announces a staged status (the `Opening`
-Event) goes with its write: a fast open posts `Opened` only.
+Event) goes with its write, and what announces a written one that is soon superseded (the
+`Closing` Event) only once it has stood for `progress_s`: a fast open posts `Opened` only,
+a fast close `Closed` only, and a storm of fast closes costs the apiserver no requests
+that nobody would read.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ class JobStatusWriter:
         self._flush_waiting = False
         self._written: MLJobStatus | None = None
         self._announce: tuple[MLJobStatus, Callable[[], None]] | None = None
+        self._announce_if_slow: asyncio.TimerHandle | None = None
         self._lock = asyncio.Lock()
         self._changed = asyncio.Event()
 
@@ -83,8 +87,11 @@ class JobStatusWriter:
     def refresh_due(self) -> bool:
         return self._written_at is None or self.monotonic() - self._written_at >= self.interval_s
 
-    async def write(self, status: MLJobStatus) -> None:
-        """Write `status` now (a staged one waiting is superseded)."""
+    async def write(
+        self, status: MLJobStatus, announce_if_slow: Callable[[], None] | None = None
+    ) -> None:
+        """Write `status` now (a staged one waiting is superseded); call `announce_if_slow`
+        if no other status is written (staged ones aside) within `progress_s`."""
         self._cancel_flush()
         self._announce = None
         async with self._lock:
@@ -92,6 +99,10 @@ class JobStatusWriter:
             self.current = status
             self._written_at = self.monotonic()
             self._written = status
+            if announce_if_slow is not None:
+                self._announce_if_slow = asyncio.get_running_loop().call_later(
+                    self.progress_s, announce_if_slow
+                )
 
     def stage(self, status: MLJobStatus, announce: Callable[[], None] | None = None) -> None:
         """Make `status` the truth now; write it only if still the latest in `progress_s`,
@@ -121,9 +132,12 @@ class JobStatusWriter:
                 announce[1]()
 
     def _cancel_flush(self) -> None:
-        """Drop a staged write still waiting; one already sent is left to finish (a
-        cancelled await would not stop its request, which could then land after a newer
-        status), and the next write waits for it on the lock."""
+        """Drop an announcement not yet due and a staged write still waiting; one already
+        sent is left to finish (a cancelled await would not stop its request, which could
+        then land after a newer status), and the next write waits for it on the lock."""
+        if self._announce_if_slow is not None:
+            self._announce_if_slow.cancel()
+            self._announce_if_slow = None
         if self._flush is not None and not self._flush.done() and self._flush_waiting:
             self._flush.cancel()
         self._flush = None

@@ -184,7 +184,8 @@ def test_open_then_close_runs_every_step_and_says_so(tmp_path: Path) -> None:
         assert status.data_counts.processed_record_count == 60
         assert len(h.api.writes) - writes_before == 2, "closing, then closed with every step"
         assert h.condition("Closed") == ("True", Reason.CLOSED)
-        assert h.reasons()[-2:] == [Reason.CLOSING, Reason.CLOSED]
+        assert h.reasons()[-1] == Reason.CLOSED
+        assert Reason.CLOSING not in h.reasons(), "a fast close posts no Closing Event"
         assert close.snapshot_id in h.events[-1].message
         assert not h.runtime.is_loaded("ns/j"), "a closed job keeps no model in memory"
 
@@ -251,6 +252,7 @@ def test_a_stuck_step_times_out_then_a_new_force_value_closes_at_once(tmp_path: 
         stepping = asyncio.create_task(h.settle())
         await asyncio.wait_for(runtime.started.wait(), 5)
         assert h.api.status.state == "closing"
+        await until(lambda: Reason.CLOSING in h.reasons(), "a slow close to say it is closing")
 
         h.controller.timings = Timings(force_poll_s=30)
         h.clock.advance(minutes=2)
@@ -479,6 +481,31 @@ def test_staged_progress_is_written_only_if_still_the_latest_after_a_while() -> 
         await until(lambda: len(api.writes) == 3, "the next staged status to be written")
         assert announced == ["opening"], "a status staged without announcement announces nothing"
         writer.close()
+
+    run(test)
+
+
+def test_a_written_status_is_announced_only_if_it_stands_for_a_while() -> None:
+    async def test() -> None:
+        api = Apiserver(SPEC)
+        writer = JobStatusWriter("ns", "j", api, interval_s=0.0, progress_s=0.05)
+        announced: list[str] = []
+        await writer.write(MLJobStatus(state=JobState.CLOSING), lambda: announced.append("1"))
+        writer.stage(MLJobStatus(state=JobState.CLOSING))
+        await writer.write(MLJobStatus(state=JobState.CLOSED))
+        await asyncio.sleep(0.1)
+        assert announced == [], "superseded by a write before it was due"
+        await writer.write(MLJobStatus(state=JobState.CLOSING), lambda: announced.append("2"))
+        writer.stage(MLJobStatus(state=JobState.CLOSING))
+        await until(
+            lambda: announced == ["2"] and len(api.writes) == 4,
+            "a status that stands to be announced, its staged progress written",
+        )
+        assert [w["state"] for w in api.writes] == ["closing", "closed", "closing", "closing"]
+        await writer.write(MLJobStatus(state=JobState.CLOSING), lambda: announced.append("3"))
+        writer.close()
+        await asyncio.sleep(0.1)
+        assert announced == ["2"], "a closed writer announces nothing more"
 
     run(test)
 
