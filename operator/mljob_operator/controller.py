@@ -33,7 +33,7 @@ from mljob_operator.api import (
     Reason,
 )
 from mljob_operator.datafeed import SourceAccess
-from mljob_operator.datafeed_supervisor import DatafeedSupervisor, ObjectReader, key_reader
+from mljob_operator.datafeed_supervisor import DatafeedSupervisor, key_reader, object_reader
 from mljob_operator.events import Event, EventSink
 from mljob_operator.faults import FaultInjector
 from mljob_operator.job_status import EngineStats, JobStatusWriter, StatusClient, with_stats
@@ -122,7 +122,7 @@ class JobController:
         self._body: BodyView = lambda: {}
         # a client that can also read Secrets/ConfigMaps serves the datafeed's credentials
         # (this job's namespace only); without one such a feed fails CredentialsNotFound
-        objects = kube if isinstance(kube, ObjectReader) else None
+        objects = object_reader(kube)
         self.datafeed = DatafeedSupervisor(
             self.id,
             runtime,

@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Protocol, runtime_checkable
+from typing import Protocol, cast
 
 from mljob_operator.api import (
     ConfigMapKeySelector,
@@ -103,10 +103,15 @@ def client_config(source: PrometheusSource | HTTPSource) -> ClientConfig:
     )
 
 
-@runtime_checkable
 class ObjectReader(Protocol):
     async def read_data(self, kind: str, namespace: str, name: str) -> Mapping[str, bytes]:
         """The data of a Secret or ConfigMap; raises KubeError (404 when missing)."""
+
+
+def object_reader(client: object) -> ObjectReader | None:
+    """`client` if it can read Secrets and ConfigMaps, else None (an attribute check: a
+    runtime Protocol check costs as much as the rest of building a job's controller)."""
+    return cast(ObjectReader, client) if callable(getattr(client, "read_data", None)) else None
 
 
 def key_reader(objects: ObjectReader, namespace: str) -> KeyReader:
