@@ -7,7 +7,9 @@ header. float64 keeps a restored model bit-identical to the one that was saved. 
 header names the bins of its daily profile; a snapshot from before the profile names none
 and restores its daily harmonics, so an upgraded job goes on exactly as it would have. In
 the same way a detector's header says whether its model keeps the level from before a
-shift (`held`); a snapshot from before that restores a model without it.
+shift (`held`), whether its weekly cycle is a profile of days (`week`) and whether its level
+learns fast after a shift (`fast`); a snapshot from before one of them restores a model
+without it.
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ def encode(an: Analyzer, level: int = 6) -> bytes:
                 "columns": d.model.columns,
                 "bins": d.model.bins,
                 "held": d.model.held,
+                "week": d.model.week,
+                "fast": d.model.fast,
                 "open": [[b, agg.to_json()] for b, agg in sorted(d.open.items())],
             }
         )
@@ -116,12 +120,15 @@ def decode(blob: bytes, config: JobConfig) -> Analyzer:
     an.record_norm.restore(meta["norm"][1])
     an.applied = (ScoreScale(*meta["applied"][0]), ScoreScale(*meta["applied"][1]))
     for d, dm in zip(an.detectors, meta["detectors"], strict=True):
-        bins, held = dm.get("bins", 0), dm.get("held", False)
-        if bins != d.model.bins or held != d.model.held:
-            m = d.model
-            d.model = SeriesModel(
-                m.bucket_span_s, count_like=m.count_like, side=m.side, bins=bins, held=held
-            )
+        kind = {
+            "bins": dm.get("bins", 0),
+            "held": dm.get("held", False),
+            "week": dm.get("week", False),
+            "fast": dm.get("fast", False),
+        }
+        m = d.model
+        if kind != {"bins": m.bins, "held": m.held, "week": m.week, "fast": m.fast}:
+            d.model = SeriesModel(m.bucket_span_s, count_like=m.count_like, side=m.side, **kind)
         if dm["columns"] != d.model.columns:
             raise ConfigError("the bucket span does not match the model snapshot")
         d.model.load(arrays[f"m{d.index}"].T)
