@@ -37,7 +37,12 @@ import kubernetes
 import urllib3
 
 from devtools.controlplane import ControlPlane
-from devtools.operatorproc import OperatorProcess, install_crd_and_rbac, service_account_token
+from devtools.operatorproc import (
+    OperatorProcess,
+    install_crd_and_rbac,
+    install_finalizer_policy,
+    service_account_token,
+)
 from mljob_operator.api import GROUP, PLURAL, VERSION
 from mljob_operator.engine import DetectorConfig, Job, JobConfig
 from mljob_operator.store import SQLiteStore, Store
@@ -375,6 +380,7 @@ def main() -> int:
         bare = Watcher(api_client, FLOOR_NAMESPACE, bare_operator(custom, FLOOR_NAMESPACE))
         floor = open_close_rounds(cp, custom, bare, "floor")
         floor_of_storm = floor_storm(cp, api_client, custom)
+        install_finalizer_policy(cp)  # as manifests/ and the chart install the operator
         op = OperatorProcess(cp, Path(tmp) / "data", Path(tmp) / "operator.log")
         op.start(MLJOB_STATUS_INTERVAL="2")
         try:

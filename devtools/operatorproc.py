@@ -35,6 +35,7 @@ OPERATOR_GROUPS = ("system:serviceaccounts", "system:serviceaccounts:mljob-syste
 INSTALL_FILES = ("manifests/crd", "manifests/rbac/operator.yaml")
 LEASE_RBAC = REPO_ROOT / "manifests" / "rbac" / "leases.yaml"
 USER_ROLES = REPO_ROOT / "manifests" / "rbac" / "user-roles.yaml"
+FINALIZER_POLICY = REPO_ROOT / "manifests" / "admission" / "finalizer-policy.yaml"
 TEST_ADMIN_SA = "mljob-test-admin"
 
 
@@ -47,6 +48,33 @@ def install_crd_and_rbac(cp: ControlPlane) -> None:
     cp.kubectl("apply", "-f", str(REPO_ROOT / "manifests/rbac/operator.yaml"))
     cp.kubectl("apply", "-f", str(USER_ROLES))
     cp.kubectl("wait", "--for=condition=Established", "crd/mljobs.ml.mljob.dev", "--timeout=30s")
+
+
+def install_finalizer_policy(cp: ControlPlane, timeout: float = 30.0) -> None:
+    """manifests/admission/finalizer-policy.yaml, as `kubectl apply -k manifests/` and the
+    chart install it; returns once the apiserver applies it (a dry-run create shows the
+    finalizer): the policy takes effect a moment after it is stored."""
+    cp.kubectl("apply", "-f", str(FINALIZER_POLICY))
+    probe = {
+        "apiVersion": "ml.mljob.dev/v1alpha1",
+        "kind": "MLJob",
+        "metadata": {"name": "finalizer-policy-probe", "namespace": "default"},
+        "spec": {"analysisConfig": {"detectors": [{"function": "count"}]}},
+    }
+    deadline = time.monotonic() + timeout
+    while True:
+        created = cp.kubectl(
+            "create", "--dry-run=server", "-o", "json", "-f", "-", input=json.dumps(probe)
+        )
+        if json.loads(created.stdout)["metadata"].get("finalizers"):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{FINALIZER_POLICY.name} not in effect after {timeout}s")
+        time.sleep(0.2)
+
+
+def remove_finalizer_policy(cp: ControlPlane) -> None:
+    cp.kubectl("delete", "--ignore-not-found", "-f", str(FINALIZER_POLICY))
 
 
 def service_account_token(
