@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import zlib
-from collections.abc import Awaitable, Iterator, Mapping
+from collections.abc import Awaitable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -271,6 +271,13 @@ class NoDiffBase(kopf.DiffBaseStorage):
     write per spec change (so per close). Nothing here uses it: there are no on.create or
     on.update handlers, the daemon reads the live body itself, and deletion is told by
     deletionTimestamp."""
+
+    def build(
+        self, *, body: kopf.Body, extra_fields: Iterable[kopf.FieldSpec] | None = None
+    ) -> kopf.BodyEssence:
+        """Nothing: kopf's own deep-copies the whole body on every event, for a diff
+        that nothing reads."""
+        return kopf.BodyEssence()
 
     def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
         return None
