@@ -20,10 +20,10 @@ of same-signed anomalies is accepted as a level shift. For HOLD_BUCKETS updates 
 shift the level from before it is kept as a second hypothesis: a value is scored against
 whichever of the two levels explains it better, so a burst that ends just after it was
 taken for a shift is not reported a second time as a drop back to normal; meanwhile the new
-level learns fast, as the running mean of the values since the shift, unless the series
-shifts often (a decayed count of accepted shifts over about three days): a sharp daily
-wave is at first learnt as two shifts a day, and a level that followed it fast would
-leave the daily profile nothing to learn.
+level learns fast, as the running mean of the values since the shift. A series that has
+shifted often (a decayed count of accepted shifts over about three days) accepts no more
+shifts until the count decays: a sharp daily wave is at first learnt as two shifts a day,
+and a level that followed it would leave the daily profile nothing to learn.
 
 The weekly cycle is a level per day of the week (seven bins, UTC days), because the
 usual weekly pattern is a step (a quieter weekend) that three harmonics misfit every
@@ -62,12 +62,12 @@ memory, + daily and + daily + weekly, for the weekly periodicity test."""
 SLOW_COLUMNS = 2
 SHIFTS_COLUMNS = 1
 """Last, with the fast level: the decayed count of accepted level shifts."""
-FAST_SHIFTS = 2.5
+SHIFT_LIMIT = 3.0
 SHIFTS_MEMORY_DAYS = 3.0
-"""The level learns fast after a shift only while fewer than FAST_SHIFTS shifts (decayed
-over SHIFTS_MEMORY_DAYS) were accepted: 1.5, 2, 2.5, 3 and 3.5 score 65.3, 65.4, 67.1, 66.8
-and 67.7 on the benchmark's development folders, and on square daily waves 2.5 finds more
-missing peaks than the slow level alone, 3 or more fewer (docs/engine.md)."""
+"""A level shift is accepted only while fewer than SHIFT_LIMIT shifts (decayed over
+SHIFTS_MEMORY_DAYS) were: a series that shifts more often than that is following a pattern
+of its own. 2.5, 3 and 4 score alike on the benchmark's development folders and find 38 of
+40 missing peaks of square daily waves; at 5 the limit comes too late (docs/engine.md)."""
 
 MIN_SCORED_UPDATES = 10
 CLIP_SIGMAS = 3.0
@@ -330,6 +330,8 @@ class SeriesModel:
         run = s[:, RUN]
         run = np.where(sign == 0, 0.0, np.where(np.sign(run) == sign, run + sign, sign))
         shifted = np.abs(run) >= SHIFT_RUN
+        if self.fast:
+            shifted &= s[:, self.f0] < SHIFT_LIMIT
         run[shifted] = 0.0
 
         r = x - pred
@@ -341,7 +343,7 @@ class SeriesModel:
         a_level = np.where(shifted, 1.0, np.maximum(inv, self.level_rate))
         if self.fast:
             hold = s[:, self.h0 + HOLD]  # HOLD_BUCKETS right after the shift, then down to 1
-            fast = ~shifted & (hold > 0) & (s[:, self.f0] < FAST_SHIFTS)
+            fast = ~shifted & (hold > 0)
             a_level = np.where(
                 fast, np.maximum(a_level, 1.0 / (HOLD_BUCKETS + 2.0 - hold)), a_level
             )
