@@ -51,9 +51,9 @@ def install_crd_and_rbac(cp: ControlPlane) -> None:
 
 
 def install_finalizer_policy(cp: ControlPlane, timeout: float = 30.0) -> None:
-    """manifests/admission/finalizer-policy.yaml, as `kubectl apply -k manifests/` and the
-    chart install it; returns once the apiserver applies it (a dry-run create shows the
-    finalizer): the policy takes effect a moment after it is stored."""
+    """The optional manifests/admission/finalizer-policy.yaml (the chart's
+    `admission.finalizerPolicy`); returns once the apiserver applies it (a dry-run create
+    shows the finalizer): the policy takes effect a moment after it is stored."""
     cp.kubectl("apply", "-f", str(FINALIZER_POLICY))
     probe = {
         "apiVersion": "ml.mljob.dev/v1alpha1",
@@ -64,9 +64,16 @@ def install_finalizer_policy(cp: ControlPlane, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
         created = cp.kubectl(
-            "create", "--dry-run=server", "-o", "json", "-f", "-", input=json.dumps(probe)
-        )
-        if json.loads(created.stdout)["metadata"].get("finalizers"):
+            "create",
+            "--dry-run=server",
+            "-o",
+            "json",
+            "-f",
+            "-",
+            input=json.dumps(probe),
+            check=False,
+        )  # 503 while the policy's type-checker has not got the CRD's schema yet
+        if created.returncode == 0 and json.loads(created.stdout)["metadata"].get("finalizers"):
             return
         if time.monotonic() > deadline:
             raise TimeoutError(f"{FINALIZER_POLICY.name} not in effect after {timeout}s")

@@ -1,7 +1,8 @@
-"""The finalizer MutatingAdmissionPolicy (manifests/admission/finalizer-policy.yaml) on the
-real apiserver: a job carries the operator's finalizer from its create request on (a
-user's own finalizers kept), and the operator then opens, closes and deletes it without a
-write of the object itself, where without the policy kopf adds the finalizer by a patch.
+"""The optional finalizer MutatingAdmissionPolicy (manifests/admission/finalizer-policy.yaml,
+the chart's `admission.finalizerPolicy`) on the real apiserver: a job carries the
+operator's finalizer from its create request on (a user's own finalizers kept), and the
+operator then opens, closes and deletes it without a write of the object itself, where
+without the policy kopf adds the finalizer by a patch.
 
 The policy is cluster-wide, so each test installs it and removes it again: the other
 tests in this cluster create jobs with no operator running and delete them."""
@@ -24,6 +25,8 @@ from devtools.operatorproc import (
 )
 from mljob_operator.api import FINALIZER
 from tests.e2e.jobs import event_series, mljob, ndjson, post, set_state, wait_for, wait_state
+
+CHART = FINALIZER_POLICY.parents[2] / "charts" / "mljob-operator"
 
 
 @pytest.fixture
@@ -60,6 +63,25 @@ def test_the_policy_matches_the_operators_finalizer() -> None:
     assert policy["kind"] == "MutatingAdmissionPolicy"
     assert f"'{FINALIZER}'" in policy["spec"]["matchConditions"][0]["expression"]
     assert f"['{FINALIZER}']" in policy["spec"]["mutations"][0]["applyConfiguration"]["expression"]
+
+
+def test_the_chart_renders_the_same_policy_only_when_asked_and_served(
+    control_plane: ControlPlane,
+) -> None:
+    served = "admissionregistration.k8s.io/v1/MutatingAdmissionPolicy"
+    chart = str(CHART)
+
+    def policies(*args: str) -> list[dict[str, Any]]:
+        out = control_plane.helm("template", "mljob-operator", chart, *args).stdout
+        return [d for d in yaml.safe_load_all(out) if d and "AdmissionPolicy" in d["kind"]]
+
+    asked = ("--set", "admission.finalizerPolicy=true")
+    rendered = {d["kind"]: d for d in policies(*asked, "--api-versions", served)}
+    plain = {d["kind"]: d for d in yaml.safe_load_all(FINALIZER_POLICY.read_text())}
+    for kind in ("MutatingAdmissionPolicy", "MutatingAdmissionPolicyBinding"):
+        assert rendered[kind]["spec"] == plain[kind]["spec"], kind
+    assert not [d for d in policies("--api-versions", served) if "Mutating" in d["kind"]]
+    assert not [d for d in policies(*asked) if "Mutating" in d["kind"]], "needs Kubernetes 1.36"
 
 
 def test_a_created_job_has_the_finalizer_and_keeps_its_own(

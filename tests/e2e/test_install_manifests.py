@@ -4,7 +4,6 @@ real apply, then what the apiserver stored (security context, store volume, RBAC
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,6 @@ import pytest
 import yaml
 
 from devtools.controlplane import ControlPlane
-from devtools.operatorproc import remove_finalizer_policy
 from tests.e2e.jobs import eventually
 
 REPO = Path(__file__).resolve().parents[2]
@@ -27,13 +25,11 @@ def kustomize(cp: ControlPlane, path: Path) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def installed(control_plane: ControlPlane) -> Iterator[list[dict[str, Any]]]:
-    """Dry run first, then apply; yields the objects of the kustomization.
+def installed(control_plane: ControlPlane) -> list[dict[str, Any]]:
+    """Dry run first, then apply; returns the objects of the kustomization.
 
     A server-side dry run cannot create the namespace its namespaced objects go into, so
-    on a fresh cluster the namespace is applied first (as manifests/README.md says). The
-    finalizer policy is removed after: later tests in this cluster create and delete jobs
-    with no operator running (tests/e2e/test_finalizer_policy.py tests it)."""
+    on a fresh cluster the namespace is applied first (as manifests/README.md says)."""
     objects = kustomize(control_plane, MANIFESTS)
     control_plane.kubectl("apply", "-f", str(MANIFESTS / "namespace.yaml"))
     dry = control_plane.kubectl("apply", "--dry-run=server", "-k", str(MANIFESTS))
@@ -43,8 +39,7 @@ def installed(control_plane: ControlPlane) -> Iterator[list[dict[str, Any]]]:
     control_plane.kubectl(
         "wait", "--for=condition=Established", "crd/mljobs.ml.mljob.dev", "--timeout=30s"
     )
-    yield objects
-    remove_finalizer_policy(control_plane)
+    return objects
 
 
 def test_every_object_exists(control_plane: ControlPlane, installed: list[dict[str, Any]]) -> None:
@@ -65,8 +60,6 @@ def test_every_object_exists(control_plane: ControlPlane, installed: list[dict[s
             ("Service", "mljob-operator"),
             ("ValidatingAdmissionPolicy", "mljob-operator-force-close"),
             ("ValidatingAdmissionPolicyBinding", "mljob-operator-force-close"),
-            ("MutatingAdmissionPolicy", "mljob-operator-finalizer"),
-            ("MutatingAdmissionPolicyBinding", "mljob-operator-finalizer"),
         ]
     )
     for obj in installed:
