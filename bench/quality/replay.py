@@ -39,7 +39,7 @@ def bucket_scores(times: I64, values: F64, span_s: int) -> tuple[I64, F64, F64]:
     spec = FUNCTIONS["mean"]
     model = SeriesModel(span_s, count_like=spec.count_like, side=spec.side)
     model.add_series(1)
-    norm = Normaliser(max(30 * DAY_S, 100 * span_s) * 1000, span_s * 1000)
+    norm = Normaliser(max(30 * DAY_S, 100 * span_s) * 1000, span_s * 1000, recent=True)
     buckets, inverse = np.unique(times // span_s, return_inverse=True)
     means = np.bincount(inverse, weights=values) / np.bincount(inverse)
     idx = np.zeros(1, dtype=np.int64)

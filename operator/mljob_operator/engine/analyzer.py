@@ -156,7 +156,7 @@ class Analyzer:
         self.detectors = [DetectorState(i, d, config) for i, d in enumerate(config.detectors)]
         self.open_events: dict[int, int] = {}
         window = config.renormalization_window_ms
-        self.bucket_norm = Normaliser(window, self.span_ms)
+        self.bucket_norm = Normaliser(window, self.span_ms, recent=True)
         self.record_norm = Normaliser(window, self.span_ms)
         self.applied = (self.bucket_norm.scale(), self.record_norm.scale())
         self.failed_buckets: set[int] = set()
