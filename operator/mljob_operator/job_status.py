@@ -95,6 +95,7 @@ class JobStatusWriter:
         self._cancel_flush()
         self._announce = None
         async with self._lock:
+            self._drop_slow_announcement()  # one armed by a write that held the lock
             await self.kube.replace_status(self.namespace, self.name, status.to_json_dict())
             self.current = status
             self._written_at = self.monotonic()
@@ -135,12 +136,15 @@ class JobStatusWriter:
         """Drop an announcement not yet due and a staged write still waiting; one already
         sent is left to finish (a cancelled await would not stop its request, which could
         then land after a newer status), and the next write waits for it on the lock."""
-        if self._announce_if_slow is not None:
-            self._announce_if_slow.cancel()
-            self._announce_if_slow = None
+        self._drop_slow_announcement()
         if self._flush is not None and not self._flush.done() and self._flush_waiting:
             self._flush.cancel()
         self._flush = None
+
+    def _drop_slow_announcement(self) -> None:
+        if self._announce_if_slow is not None:
+            self._announce_if_slow.cancel()
+            self._announce_if_slow = None
 
     def close(self) -> None:
         self._cancel_flush()

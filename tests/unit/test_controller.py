@@ -510,6 +510,36 @@ def test_a_written_status_is_announced_only_if_it_stands_for_a_while() -> None:
     run(test)
 
 
+def test_a_write_waiting_behind_an_announcing_one_still_supersedes_it() -> None:
+    class SlowApiserver(Apiserver):
+        def __init__(self) -> None:
+            super().__init__(SPEC)
+            self.gate = asyncio.Event()
+
+        async def replace_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+            if status["state"] == "closing":
+                await self.gate.wait()
+            await super().replace_status(namespace, name, status)
+
+    async def test() -> None:
+        api = SlowApiserver()
+        writer = JobStatusWriter("ns", "j", api, interval_s=0.0, progress_s=0.02)
+        announced: list[str] = []
+        first = asyncio.ensure_future(
+            writer.write(MLJobStatus(state=JobState.CLOSING), lambda: announced.append("x"))
+        )
+        await asyncio.sleep(0.01)
+        second = asyncio.ensure_future(writer.write(MLJobStatus(state=JobState.CLOSED)))
+        await asyncio.sleep(0.01)
+        api.gate.set()
+        await asyncio.wait_for(asyncio.gather(first, second), 5)
+        await asyncio.sleep(0.1)
+        assert [w["state"] for w in api.writes] == ["closing", "closed"]
+        assert announced == [], "the closed write came after the closing one: no Closing"
+
+    run(test)
+
+
 def test_a_staged_write_in_flight_never_lands_after_a_newer_status() -> None:
     class SlowApiserver(Apiserver):
         def __init__(self) -> None:
