@@ -52,9 +52,20 @@ def install_crd_and_rbac(cp: ControlPlane) -> None:
 
 def install_finalizer_policy(cp: ControlPlane, timeout: float = 30.0) -> None:
     """The optional manifests/admission/finalizer-policy.yaml (the chart's
-    `admission.finalizerPolicy`); returns once the apiserver applies it (a dry-run create
-    shows the finalizer): the policy takes effect a moment after it is stored."""
+    `admission.finalizerPolicy`); returns once the apiserver applies it: the policy takes
+    effect a moment after it is stored."""
     cp.kubectl("apply", "-f", str(FINALIZER_POLICY))
+    _until_finalized_at_creation(cp, True, timeout)
+
+
+def remove_finalizer_policy(cp: ControlPlane, timeout: float = 30.0) -> None:
+    """Delete the policy; returns once creates no longer get the finalizer."""
+    cp.kubectl("delete", "--ignore-not-found", "-f", str(FINALIZER_POLICY))
+    _until_finalized_at_creation(cp, False, timeout)
+
+
+def _until_finalized_at_creation(cp: ControlPlane, finalized: bool, timeout: float) -> None:
+    """Poll a server-side dry-run create until its object has (or lacks) the finalizer."""
     probe = {
         "apiVersion": "ml.mljob.dev/v1alpha1",
         "kind": "MLJob",
@@ -73,15 +84,14 @@ def install_finalizer_policy(cp: ControlPlane, timeout: float = 30.0) -> None:
             input=json.dumps(probe),
             check=False,
         )  # 503 while the policy's type-checker has not got the CRD's schema yet
-        if created.returncode == 0 and json.loads(created.stdout)["metadata"].get("finalizers"):
-            return
+        if created.returncode == 0:
+            has = bool(json.loads(created.stdout)["metadata"].get("finalizers"))
+            if has == finalized:
+                return
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{FINALIZER_POLICY.name} not in effect after {timeout}s")
+            state = "in effect" if finalized else "gone"
+            raise TimeoutError(f"{FINALIZER_POLICY.name} not {state} after {timeout}s")
         time.sleep(0.2)
-
-
-def remove_finalizer_policy(cp: ControlPlane) -> None:
-    cp.kubectl("delete", "--ignore-not-found", "-f", str(FINALIZER_POLICY))
 
 
 def service_account_token(
