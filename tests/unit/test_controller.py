@@ -510,27 +510,32 @@ def test_a_written_status_is_announced_only_if_it_stands_for_a_while() -> None:
     run(test)
 
 
+class GatedApiserver(Apiserver):
+    """Holds every `closing` status write until `gate` is set."""
+
+    def __init__(self) -> None:
+        super().__init__(SPEC)
+        self.gate = asyncio.Event()
+        self.entered = asyncio.Event()
+
+    async def replace_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        if status["state"] == "closing":
+            self.entered.set()
+            await self.gate.wait()
+        await super().replace_status(namespace, name, status)
+
+
 def test_a_write_waiting_behind_an_announcing_one_still_supersedes_it() -> None:
-    class SlowApiserver(Apiserver):
-        def __init__(self) -> None:
-            super().__init__(SPEC)
-            self.gate = asyncio.Event()
-
-        async def replace_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-            if status["state"] == "closing":
-                await self.gate.wait()
-            await super().replace_status(namespace, name, status)
-
     async def test() -> None:
-        api = SlowApiserver()
+        api = GatedApiserver()
         writer = JobStatusWriter("ns", "j", api, interval_s=0.0, progress_s=0.02)
         announced: list[str] = []
         first = asyncio.ensure_future(
             writer.write(MLJobStatus(state=JobState.CLOSING), lambda: announced.append("x"))
         )
-        await asyncio.sleep(0.01)
+        await asyncio.wait_for(api.entered.wait(), 5)
         second = asyncio.ensure_future(writer.write(MLJobStatus(state=JobState.CLOSED)))
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0)  # it runs up to the writer's lock, held by the first
         api.gate.set()
         await asyncio.wait_for(asyncio.gather(first, second), 5)
         await asyncio.sleep(0.1)
@@ -541,18 +546,8 @@ def test_a_write_waiting_behind_an_announcing_one_still_supersedes_it() -> None:
 
 
 def test_a_staged_write_in_flight_never_lands_after_a_newer_status() -> None:
-    class SlowApiserver(Apiserver):
-        def __init__(self) -> None:
-            super().__init__(SPEC)
-            self.gate = asyncio.Event()
-
-        async def replace_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-            if status["state"] == "closing":
-                await self.gate.wait()
-            await super().replace_status(namespace, name, status)
-
     async def test() -> None:
-        api = SlowApiserver()
+        api = GatedApiserver()
         writer = JobStatusWriter("ns", "j", api, interval_s=0.0, progress_s=0.01)
         writer.stage(MLJobStatus(state=JobState.CLOSING))
         await asyncio.sleep(0.05)
