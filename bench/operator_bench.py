@@ -59,10 +59,10 @@ the bench, not a synchronisation: no figure's correctness waits on it)."""
 WRITE_VERBS = {"POST", "PUT", "PATCH", "APPLY", "UPDATE", "DELETE"}
 STORM_JOBS = int(os.environ.get("BENCH_JOBS", "1000"))
 STORM_CLIENTS = 8
-FINALIZER_POLICY = os.environ.get("BENCH_FINALIZER_POLICY") == "1"
-"""Install manifests/admission/finalizer-policy.yaml (opt-in) before the operator starts."""
 """Clients creating or patching the storm's jobs at once (as a GitOps controller applying
 many objects does), the same for the bare operator and the real one."""
+FINALIZER_POLICY = os.environ.get("BENCH_FINALIZER_POLICY") == "1"
+"""Install manifests/admission/finalizer-policy.yaml (opt-in) before the operator starts."""
 
 Obj = dict[str, Any]
 
