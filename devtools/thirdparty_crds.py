@@ -2,11 +2,11 @@
 
 The chart can render a ServiceMonitor and a PrometheusRule (Prometheus Operator) and a
 cert-manager Certificate, and manifests/postgres/ has a CloudNativePG Cluster; a
-server-side dry run of them needs those CRDs installed. They
-are not committed here: they come once from the projects' Go modules through the Go module
-proxy (the only way out of this machine), and only the few CRD files are kept in
-$MLJOB_CACHE_DIR (default ~/.cache/mljob-operator)/crds/<project>-<version>/, the way
-hack/controlplane/build.py caches the control plane's binaries.
+server-side dry run of them needs those CRDs installed. They are not committed here: they
+come once from the projects' Go modules through the Go module proxy (the only way out of
+this machine), and only the few CRD files are kept in $MLJOB_CACHE_DIR (default
+~/.cache/mljob-operator)/crds/<project>-<version>/, the way hack/controlplane/build.py
+caches the control plane's binaries.
 
 Usage: python -m devtools.thirdparty_crds   (prints the cached files, fetching when missing)
 """

@@ -4,26 +4,25 @@ Each series is one row of a float64 matrix: an update count, a level, three expo
 weighted residual variances (level only, +daily, +daily+weekly), the daily cycle and the
 weekly cycle (then the held level, two slower variances and a shift count). With buckets
 of 15 minutes or less the daily cycle is a profile of half-hour bins, linearly
-interpolated, because operational days are
-sharp (a load that switches on at nine and off at six): a few harmonics ring around such
-steps, the misfit inflates the residual variance of every bucket, and a missing or flat
-day then scores no higher than an ordinary transition. Longer buckets, where a bin would
-hold a single bucket a day, and models restored from snapshots taken before the profile,
-use up to 4 daily harmonics. A bucket scores every series at once with the state from
-before that bucket (no look-ahead), then updates it. The prediction uses a seasonal
-component only once two full periods were seen and it cuts the residual variance
-clearly: that is the periodicity test, and it keeps noise from being fitted as a cycle.
-A residual's probability is normal up to TAIL_Z sigmas and follows a power-law tail
-beyond, as bursty real data does.
-Outliers update the model clipped at three sigma so one spike does not blind it, and a run
-of same-signed anomalies is accepted as a level shift. For HOLD_BUCKETS updates after a
-shift the level from before it is kept as a second hypothesis: a value is scored against
-whichever of the two levels explains it better, so a burst that ends just after it was
-taken for a shift is not reported a second time as a drop back to normal; meanwhile the new
-level learns fast, as the running mean of the values since the shift. A series that has
-shifted often (a decayed count of accepted shifts over about three days) accepts no more
-shifts until the count decays: a sharp daily wave is at first learnt as two shifts a day,
-and a level that followed it would leave the daily profile nothing to learn.
+interpolated, because operational days are sharp (a load that switches on at nine and off
+at six): a few harmonics ring around such steps, the misfit inflates the residual variance
+of every bucket, and a missing or flat day then scores no higher than an ordinary
+transition. Longer buckets, where a bin would hold a single bucket a day, and models
+restored from snapshots taken before the profile, use up to 4 daily harmonics. A bucket
+scores every series at once with the state from before that bucket (no look-ahead), then
+updates it. The prediction uses a seasonal component only once two full periods were seen
+and it cuts the residual variance clearly: that is the periodicity test, and it keeps
+noise from being fitted as a cycle. A residual's probability is normal up to TAIL_Z sigmas
+and follows a power-law tail beyond, as bursty real data does. Outliers update the model
+clipped at three sigma so one spike does not blind it, and a run of same-signed anomalies
+is accepted as a level shift. For HOLD_BUCKETS updates after a shift the level from before
+it is kept as a second hypothesis: a value is scored against whichever of the two levels
+explains it better, so a burst that ends just after it was taken for a shift is not
+reported a second time as a drop back to normal; meanwhile the new level learns fast, as
+the running mean of the values since the shift. A series that has shifted often (a decayed
+count of accepted shifts over about three days) accepts no more shifts until the count
+decays: a sharp daily wave is at first learnt as two shifts a day, and a level that
+followed it would leave the daily profile nothing to learn.
 
 The weekly cycle is a level per day of the week (seven bins, UTC days), because the
 usual weekly pattern is a step (a quieter weekend) that three harmonics misfit every
