@@ -2,7 +2,8 @@
 
 This is what controller-runtime's envtest runs, with binaries built from Go modules by
 `hack/controlplane/build.py`. RBAC is on, so tests can prove authorization with
-restricted users whose client certificates `kubeconfig_for()` mints.
+restricted users whose client certificates `kubeconfig_for()` mints, or ServiceAccounts
+with bound tokens (`kubeconfig_with_token()`).
 
 Children get PR_SET_PDEATHSIG, so even a SIGKILLed test session leaks no etcd or
 apiserver. `python -m devtools.controlplane` runs one in the foreground (`make
@@ -209,6 +210,33 @@ class ControlPlane(Service):
             "current-context": stem,
         }
         path = self.root / f"{stem}.kubeconfig"
+        path.write_text(yaml.safe_dump(config))
+        path.chmod(0o600)
+        return path
+
+    def kubeconfig_with_token(
+        self, name: str, token: str, namespace: str | None = None, path: Path | None = None
+    ) -> Path:
+        """Write a kubeconfig (at `path`, else in the control plane's directory) that signs
+        in with a bearer `token` (a ServiceAccount's, as a pod's projected token does),
+        optionally defaulting to `namespace`."""
+        context: dict[str, str] = {"cluster": "mljob-dev", "user": name}
+        if namespace is not None:
+            context["namespace"] = namespace
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "mljob-dev",
+                    "cluster": {"server": self.server, "certificate-authority": str(self.ca_file)},
+                }
+            ],
+            "users": [{"name": name, "user": {"token": token}}],
+            "contexts": [{"name": name, "context": context}],
+            "current-context": name,
+        }
+        path = path or self.root / f"{name}.kubeconfig"
         path.write_text(yaml.safe_dump(config))
         path.chmod(0o600)
         return path

@@ -1,9 +1,11 @@
 """Run the real operator (`kopf run -m mljob_operator`) as a subprocess against a control plane.
 
-It authenticates as the ServiceAccount the manifests bind to the least-privilege
-ClusterRole (a client certificate whose CN is that ServiceAccount's user name), so every
-end-to-end test also proves the operator's RBAC is enough. Tests can SIGKILL it and start
-it again on the same data directory.
+It signs in as the ServiceAccount the manifests bind to the least-privilege ClusterRole,
+with a bound token as a pod's projected one (`operator_kubeconfig`), so every end-to-end
+test also proves the operator's RBAC is enough, and the apiserver authenticates it as in
+a cluster (a token cache hit per request; a client certificate would cost it a chain
+verification on every request, a twentieth of its CPU in a 1,000-job storm). Tests can
+SIGKILL it and start it again on the same data directory.
 
 Its data API is HTTPS with the certificate the operator generates on its volume;
 `ssl_context()` trusts exactly that certificate, so tests verify TLS instead of turning
@@ -30,9 +32,12 @@ import yaml
 from devtools.controlplane import REPO_ROOT, ControlPlane
 from devtools.processes import free_port
 
-OPERATOR_USER = "system:serviceaccount:mljob-system:mljob-operator"
-OPERATOR_GROUPS = ("system:serviceaccounts", "system:serviceaccounts:mljob-system")
+OPERATOR_NAMESPACE, OPERATOR_SA = "mljob-system", "mljob-operator"
+OPERATOR_USER = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SA}"
+OPERATOR_TOKEN_HOURS = 168
+"""Long enough for any test session or `make run` demo on one control plane."""
 INSTALL_FILES = ("manifests/crd", "manifests/rbac/operator.yaml")
+SERVICE_ACCOUNT = REPO_ROOT / "manifests" / "rbac" / "serviceaccount.yaml"
 LEASE_RBAC = REPO_ROOT / "manifests" / "rbac" / "leases.yaml"
 USER_ROLES = REPO_ROOT / "manifests" / "rbac" / "user-roles.yaml"
 FINALIZER_POLICY = REPO_ROOT / "manifests" / "admission" / "finalizer-policy.yaml"
@@ -48,6 +53,26 @@ def install_crd_and_rbac(cp: ControlPlane) -> None:
     cp.kubectl("apply", "-f", str(REPO_ROOT / "manifests/rbac/operator.yaml"))
     cp.kubectl("apply", "-f", str(USER_ROLES))
     cp.kubectl("wait", "--for=condition=Established", "crd/mljobs.ml.mljob.dev", "--timeout=30s")
+
+
+def operator_kubeconfig(cp: ControlPlane) -> Path:
+    """A kubeconfig for the operator's ServiceAccount (from manifests/) with a bound token;
+    one per control plane, made on first use."""
+    path = cp.root / f"{OPERATOR_SA}.kubeconfig"
+    if path.exists():
+        return path
+    cp.kubectl(
+        "apply", "-f", str(REPO_ROOT / "manifests" / "namespace.yaml"), "-f", str(SERVICE_ACCOUNT)
+    )
+    token = cp.kubectl(
+        "create",
+        "token",
+        OPERATOR_SA,
+        "-n",
+        OPERATOR_NAMESPACE,
+        f"--duration={OPERATOR_TOKEN_HOURS}h",
+    ).stdout.strip()
+    return cp.kubeconfig_with_token(OPERATOR_SA, token)
 
 
 def install_finalizer_policy(cp: ControlPlane, timeout: float = 30.0) -> None:
@@ -173,7 +198,8 @@ class OperatorProcess:
         self.data_dir = data_dir
         self.log_path = log_path
         self.port = free_port()
-        self.kubeconfig = cp.kubeconfig_for(OPERATOR_USER, OPERATOR_GROUPS, name="operator")
+        self.kubeconfig: Path | None = None
+        """The operator's ServiceAccount kubeconfig (made by `start`)."""
         self.proc: subprocess.Popen[bytes] | None = None
         self.tls = True
         self.token: str | None = None
@@ -198,6 +224,8 @@ class OperatorProcess:
     ) -> OperatorProcess:
         """Start kopf; scoped to `namespace` when given (tests run one operator each);
         `args` are more `kopf run` options (e.g. `--log-format=json`)."""
+        if self.kubeconfig is None:
+            self.kubeconfig = operator_kubeconfig(self.cp)
         full_env = {
             **os.environ,
             "KUBECONFIG": str(self.kubeconfig),

@@ -9,38 +9,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
-
 from devtools.controlplane import ControlPlane
 from devtools.operatorproc import OperatorProcess, service_account_token
 from tests.e2e.jobs import event_series, mljob, ndjson, status, wait_state
-
-
-def kubeconfig_with_token(cp: ControlPlane, namespace: str, token: str, path: Path) -> Path:
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "dev",
-                "cluster": {"server": cp.server, "certificate-authority": str(cp.ca_file)},
-            }
-        ],
-        "users": [{"name": "editor", "user": {"token": token}}],
-        "contexts": [
-            {"name": "dev", "context": {"cluster": "dev", "user": "editor", "namespace": namespace}}
-        ],
-        "current-context": "dev",
-    }
-    path.write_text(yaml.safe_dump(config))
-    return path
 
 
 def editor_env(cp: ControlPlane, ns: str, op: OperatorProcess, tmp_path: Path) -> dict[str, str]:
     """The CLI's environment as a user bound to mljob-editor in `ns`."""
     token = service_account_token(cp, ns, "pipeline", "mljob-editor")
     return {
-        **cp.env(kubeconfig_with_token(cp, ns, token, tmp_path / "editor.kubeconfig")),
+        **cp.env(cp.kubeconfig_with_token("editor", token, ns, tmp_path / "editor.kubeconfig")),
         "MLJOB_SERVER": op.url,
         "MLJOB_CA": str(op.ca_file),
         "COLUMNS": "200",
