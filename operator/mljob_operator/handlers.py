@@ -51,6 +51,14 @@ from mljob_operator.watch_tolerance import install as tolerate_forbidden_watch
 
 log = logging.getLogger(__name__)
 
+EVENT_POSTERS = 8
+"""Kubernetes Events posted at once. kopf's default is no limit: a storm of 1,000 closes
+then opens about a hundred TLS connections to the apiserver (a handshake each, and
+256 KiB of read buffer each in asyncio, which the allocator keeps after they close)."""
+EVENT_POSTER_IDLE_S = 0.02
+"""A poster leaves its slot this soon after its object has nothing more to post (kopf's
+default, a second, would let eight posters post eight Events a second); 0 is not
+allowed: kopf's wait for the next Event would then never see one."""
 SETTLED_RECHECK_S = 0.02
 SHARD_WAIT_S = 10.0
 """How often a daemon of a job whose shard another replica holds looks again, as a
@@ -312,6 +320,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = NoDiffBase()
     settings.posting.level = logging.WARNING
+    settings.posting.worker_limit = EVENT_POSTERS
+    settings.posting.idle_timeout = EVENT_POSTER_IDLE_S
     logging.getLogger("kopf.objects").addFilter(_quiet_wakes)
     settings.networking.error_backoffs = [1, 2, 5, 10]
     settings.watching.server_timeout = 300

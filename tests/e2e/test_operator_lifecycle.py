@@ -7,6 +7,7 @@ job whose normal close is refused; delete through the finalizer.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +15,7 @@ import pytest
 
 from devtools.controlplane import ControlPlane
 from devtools.operatorproc import OperatorProcess
+from mljob_operator.handlers import EVENT_POSTERS
 from tests.e2e.jobs import (
     BASE_TIME,
     INVALID_LIMITS,
@@ -27,6 +29,7 @@ from tests.e2e.jobs import (
     post,
     set_state,
     status,
+    wait_for,
     wait_reason,
     wait_state,
 )
@@ -275,3 +278,34 @@ def test_force_close_interrupts_a_stuck_housekeeping_step(
     code, counts = post(op, ns, name, ndjson(event_series(5, start=BASE_TIME + 3600)))
     assert code == 202, counts
     assert counts["processedRecordCount"] == len(event_series(20)) + len(event_series(5))
+
+
+def test_a_burst_of_jobs_gets_every_event_in_order(
+    control_plane: ControlPlane, namespace: str, operator: OperatorProcess
+) -> None:
+    """More jobs than Event posters (`EVENT_POSTERS`) opened and closed at once: the
+    bounded posters still post each job's Opened and then its Closed, none lost."""
+    cp, ns = control_plane, namespace
+    names = [f"burst-{i}" for i in range(4 * EVENT_POSTERS)]
+    listing = {"apiVersion": "v1", "kind": "List", "items": [json.loads(mljob(n)) for n in names]}
+    cp.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(listing))
+    for name in names:
+        wait_state(cp, ns, name, "opened")
+    closing = json.dumps({"spec": {"state": "closed"}})
+    cp.kubectl("patch", "mljob", *names, "-n", ns, "--type=merge", "-p", closing)
+    for name in names:
+        wait_state(cp, ns, name, "closed")
+
+    def posted() -> dict[str, list[str]] | None:
+        items = json.loads(cp.kubectl("get", "events", "-n", ns, "-o", "json").stdout)["items"]
+        by_job: dict[str, list[tuple[str, str]]] = {n: [] for n in names}
+        for item in items:
+            job = item["involvedObject"]["name"]
+            if job in by_job:
+                when = item.get("eventTime") or item.get("firstTimestamp") or ""
+                by_job[job].append((when, item["reason"]))
+        found = {job: [reason for _, reason in sorted(seen)] for job, seen in by_job.items()}
+        return found if all({"Opened", "Closed"} <= set(r) for r in found.values()) else None
+
+    for job, reasons in wait_for(posted, "an Opened and a Closed Event for every job").items():
+        assert reasons.index("Opened") < reasons.index("Closed"), (job, reasons)
