@@ -9,3 +9,4 @@ import sys
 
 if "kopf" in sys.modules:  # loaded by `kopf run -m mljob_operator`
     from mljob_operator import handlers as handlers
+    from mljob_operator import kopf_session as kopf_session

@@ -16,6 +16,7 @@ KUBE_ALLOWED = {
     "mljob_operator.cli",
     "mljob_operator.watch_tolerance",
     "mljob_operator.watch_slim",
+    "mljob_operator.kopf_session",
 }
 
 
