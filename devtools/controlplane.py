@@ -194,25 +194,7 @@ class ControlPlane(Service):
         """Mint a client certificate for `user` in `groups` and write a kubeconfig for it."""
         stem = name or user.replace(":", "_")
         cert, key = self.ca.client_cert(user, groups).write(self.root, stem)
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [
-                {
-                    "name": "mljob-dev",
-                    "cluster": {"server": self.server, "certificate-authority": str(self.ca_file)},
-                }
-            ],
-            "users": [
-                {"name": stem, "user": {"client-certificate": str(cert), "client-key": str(key)}}
-            ],
-            "contexts": [{"name": stem, "context": {"cluster": "mljob-dev", "user": stem}}],
-            "current-context": stem,
-        }
-        path = self.root / f"{stem}.kubeconfig"
-        path.write_text(yaml.safe_dump(config))
-        path.chmod(0o600)
-        return path
+        return self._kubeconfig(stem, {"client-certificate": str(cert), "client-key": str(key)})
 
     def kubeconfig_with_token(
         self, name: str, token: str, namespace: str | None = None, path: Path | None = None
@@ -220,7 +202,16 @@ class ControlPlane(Service):
         """Write a kubeconfig (at `path`, else in the control plane's directory) that signs
         in with a bearer `token` (a ServiceAccount's, as a pod's projected token does),
         optionally defaulting to `namespace`."""
-        context: dict[str, str] = {"cluster": "mljob-dev", "user": name}
+        return self._kubeconfig(name, {"token": token}, namespace, path)
+
+    def _kubeconfig(
+        self,
+        name: str,
+        credentials: dict[str, str],
+        namespace: str | None = None,
+        path: Path | None = None,
+    ) -> Path:
+        context = {"cluster": "mljob-dev", "user": name}
         if namespace is not None:
             context["namespace"] = namespace
         config = {
@@ -232,7 +223,7 @@ class ControlPlane(Service):
                     "cluster": {"server": self.server, "certificate-authority": str(self.ca_file)},
                 }
             ],
-            "users": [{"name": name, "user": {"token": token}}],
+            "users": [{"name": name, "user": credentials}],
             "contexts": [{"name": name, "context": context}],
             "current-context": name,
         }
