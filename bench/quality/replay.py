@@ -3,7 +3,8 @@
 `make quality` runs every development series through a real job on a real store (about a
 minute). Trying a change to the model or the scoring needs many runs, so this module
 replays the same path in memory: bucket means, `SeriesModel.step`, the episode discount
-(`scoring.continued`), the repeat discount and the bucket normaliser, each bucket given its
+(`scoring.continued`), the repeat discount and the bucket normaliser, and the same for the
+multi-bucket feature on its own normaliser (`scoring.with_feature`), each bucket given its
 initial score. It imports the engine's own model and scoring, so a change there is replayed
 as the engine would run it; `tests/engine/test_replay.py` checks that it gives the engine's
 initial bucket scores. It reproduces `make quality`'s figures to the digit in about 20 s:
@@ -26,7 +27,7 @@ from bench.quality import run_nab
 
 from mljob_operator.engine.functions import FUNCTIONS
 from mljob_operator.engine.model import SeriesModel
-from mljob_operator.engine.scoring import Normaliser, continued
+from mljob_operator.engine.scoring import Normaliser, continued, with_feature
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -39,23 +40,35 @@ def bucket_scores(times: I64, values: F64, span_s: int) -> tuple[I64, F64, F64]:
     spec = FUNCTIONS["mean"]
     model = SeriesModel(span_s, count_like=spec.count_like, side=spec.side)
     model.add_series(1)
-    norm = Normaliser(max(30 * DAY_S, 100 * span_s) * 1000, span_s * 1000, recent=True)
+    window_ms = max(30 * DAY_S, 100 * span_s) * 1000
+    norm = Normaliser(window_ms, span_s * 1000, recent=True)
+    fnorm = Normaliser(window_ms, span_s * 1000, recent=True)
     buckets, inverse = np.unique(times // span_s, return_inverse=True)
     means = np.bincount(inverse, weights=values) / np.bincount(inverse)
     idx = np.zeros(1, dtype=np.int64)
     scores = np.zeros(len(buckets))
     raws = np.zeros(len(buckets))
     last: tuple[int, float] | None = None
+    flast: tuple[int, float] | None = None
     for i, (b, x) in enumerate(zip(buckets.tolist(), means.tolist(), strict=True)):
         if last is not None and b > last[0] + 1:  # empty buckets: nothing to model for mean
             norm.observe_quiet(b - last[0] - 1, (b - 1) * span_s * 1000, zero_top=True)
-        _, raw, _ = model.step(idx, np.array([x]), b * span_s)
+            fnorm.observe_quiet(b - last[0] - 1, (b - 1) * span_s * 1000, zero_top=True)
+        _, raw, _, fraw = model.step(idx, np.array([x]), b * span_s)
         top = float(raw.max())
         episode = continued(top, last[1] if last is not None and last[0] == b - 1 else 0.0)
         last = (b, top)
         discounted = norm.discounted(episode)
         norm.observe(b * span_s * 1000, np.array([episode]))
-        scores[i] = norm.scale().score_one(discounted)
+        ftop = float(fraw.max())
+        fepisode = continued(ftop, flast[1] if flast is not None and flast[0] == b - 1 else 0.0)
+        flast = (b, ftop)
+        fdiscounted = fnorm.discounted(fepisode)
+        fnorm.observe(b * span_s * 1000, np.array([fepisode]))
+        bscale = norm.scale()
+        main = bscale.score(np.array([discounted]))
+        fscore = fnorm.scale().score(np.array([fdiscounted]))
+        scores[i] = float(with_feature(bscale, np.array([discounted]), main, fscore)[0][0])
         raws[i] = top
     return buckets, scores, raws
 

@@ -11,6 +11,7 @@ from mljob_operator.engine.functions import Side
 from mljob_operator.engine.model import (
     DAILY_BINS,
     DAY_S,
+    FEATURE_COLUMNS,
     HELD_COLUMNS,
     SHIFTS_COLUMNS,
     SLOW_COLUMNS,
@@ -47,7 +48,7 @@ def test_a_profile_is_used_only_where_each_bin_gets_two_buckets() -> None:
     assert daily_bins(60) == daily_bins(900) == DAILY_BINS
     assert daily_bins(1800) == daily_bins(3600) == 0
     assert SeriesModel(300, count_like=False, side=Side.BOTH).columns == (
-        6 + DAILY_BINS + WEEK_BINS + HELD_COLUMNS + SLOW_COLUMNS + SHIFTS_COLUMNS
+        6 + DAILY_BINS + WEEK_BINS + HELD_COLUMNS + SLOW_COLUMNS + SHIFTS_COLUMNS + FEATURE_COLUMNS
     )
 
 

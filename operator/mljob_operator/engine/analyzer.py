@@ -38,7 +38,13 @@ from mljob_operator.engine.results import (
     ModelSizeStats,
     RecordResult,
 )
-from mljob_operator.engine.scoring import Normaliser, ScoreScale, continued
+from mljob_operator.engine.scoring import (
+    NOISE_RAW,
+    Normaliser,
+    ScoreScale,
+    continued,
+    with_feature,
+)
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -158,6 +164,11 @@ class Analyzer:
         window = config.renormalization_window_ms
         self.bucket_norm = Normaliser(window, self.span_ms, recent=True)
         self.record_norm = Normaliser(window, self.span_ms)
+        self.feature_norm = Normaliser(window, self.span_ms, recent=True)
+        """The models' multi-bucket feature on a scale of its own: each bucket's largest
+        feature raw score, with the same episode, repeat and recent discounts as buckets."""
+        self.record_feature_norm = Normaliser(window, self.span_ms)
+        """Every series' feature raw score, for records (undiscounted, as records)."""
         self.applied = (self.bucket_norm.scale(), self.record_norm.scale())
         self.failed_buckets: set[int] = set()
         self.allocation_failures = 0
@@ -169,6 +180,8 @@ class Analyzer:
         self.last_top: tuple[int, float] | None = None
         """The last bucket finalised through the models and its largest raw score (before
         any discount): the bucket after it is scored on what it adds (`continued`)."""
+        self.last_feature_top: tuple[int, float] | None = None
+        """The same for the feature's largest raw score."""
         self.model_plot = config.model_plot_enabled
         """Record model plot results; the operator may switch it on an open job (it
         changes no model state, only what the next buckets write)."""
@@ -459,7 +472,7 @@ class Analyzer:
         bscale, rscale = self.applied
         for b in sorted(self.open_events):
             t_ms = b * self.span_ms
-            raws, hot = [], []
+            raws, fraws, hot = [], [], []
             plotted = 0
             first_record = len(out.records)
             for d in self.detectors:
@@ -469,20 +482,28 @@ class Analyzer:
                     continue
                 if self.model_plot:
                     plotted += self._plot(out, d, t_ms, idx, x, plotted, interim=True)
-                p, raw, typical, _ = d.model.score(idx, x, t_ms // 1000)
+                p, raw, typical, z = d.model.score(idx, x, t_ms // 1000)
+                fraw = d.model.feature_raw(idx, z)
                 raws.append(raw)
-                hot.append((d, agg, idx, x, p, raw, typical))
+                fraws.append(fraw)
+                hot.append((d, agg, idx, x, p, raw, typical, fraw))
             top = self.bucket_norm.discounted(
                 self._continued(b, float(max((r.max() for r in raws if len(r)), default=0.0)))
             )
-            score = bscale.score_one(top)
+            ftop = float(max((r.max() for r in fraws if len(r)), default=0.0))
+            last = self.last_feature_top
+            fepisode = continued(ftop, last[1] if last is not None and last[0] == b - 1 else 0.0)
+            score, top = self._bucket_score(bscale, top, self.feature_norm.discounted(fepisode))
             out.buckets.append(
                 BucketResult(
                     t_ms, self.config.bucket_span_s, score, score, top, True, self.open_events[b]
                 )
             )
-            for d, agg, idx, x, p, raw, typical in hot:
-                self._records(out, d, agg, t_ms, idx, x, p, raw, typical, rscale, interim=True)
+            fscale = self.record_feature_norm.scale()
+            for d, agg, idx, x, p, raw, typical, fraw in hot:
+                self._records(
+                    out, d, agg, t_ms, idx, x, p, raw, typical, fraw, rscale, fscale, interim=True
+                )
             out.influencers.extend(influencer_results(out.records[first_record:], rscale))
         return out
 
@@ -524,6 +545,8 @@ class Analyzer:
         last_ms = (end - 1) * self.span_ms
         self.bucket_norm.observe_quiet(len(rest), last_ms, zero_top=True)
         self.record_norm.observe_quiet(len(rest), last_ms, zero_top=False)
+        self.feature_norm.observe_quiet(len(rest), last_ms, zero_top=True)
+        self.record_feature_norm.observe_quiet(len(rest), last_ms, zero_top=False)
         self.counts.bucket_count += len(rest)
         self.counts.empty_bucket_count += len(rest)
         score = self.bucket_norm.scale().score_one(0.0)
@@ -543,6 +566,7 @@ class Analyzer:
             self.failed_buckets.discard(b)
             self.allocation_failures += 1
         raws: list[F64] = []
+        fraws: list[F64] = []
         hot = []
         plotted = 0
         for d in self.detectors:
@@ -552,10 +576,11 @@ class Analyzer:
                 continue
             if self.model_plot:
                 plotted += self._plot(out, d, t_ms, idx, x, plotted, interim=False)
-            p, raw, typical = d.model.step(idx, x, t_ms // 1000)
+            p, raw, typical, fraw = d.model.step(idx, x, t_ms // 1000)
             raws.append(raw)
-            if (raw >= RECORD_RAW).any():
-                hot.append((d, agg, idx, x, p, raw, typical))
+            fraws.append(fraw)
+            if (raw >= RECORD_RAW).any() or (fraw >= RECORD_RAW).any():
+                hot.append((d, agg, idx, x, p, raw, typical, fraw))
         every = np.concatenate(raws) if raws else np.zeros(0, dtype=np.float64)
         top = float(every.max()) if len(every) else 0.0
         episode = self._continued(b, top)
@@ -563,16 +588,39 @@ class Analyzer:
         discounted = self.bucket_norm.discounted(episode)
         self.bucket_norm.observe(t_ms, np.array([episode]))
         self.record_norm.observe(t_ms, every)
+        f_every = np.concatenate(fraws) if fraws else np.zeros(0, dtype=np.float64)
+        ftop = float(f_every.max()) if len(f_every) else 0.0
+        last = self.last_feature_top
+        fepisode = continued(ftop, last[1] if last is not None and last[0] == b - 1 else 0.0)
+        self.last_feature_top = (b, ftop)
+        fdiscounted = self.feature_norm.discounted(fepisode)
+        self.feature_norm.observe(t_ms, np.array([fepisode]))
+        self.record_feature_norm.observe(t_ms, f_every)
         bscale, rscale = self.bucket_norm.scale(), self.record_norm.scale()
-        top = discounted
-        score = bscale.score_one(top)
+        score, top = self._bucket_score(bscale, discounted, fdiscounted)
         out.buckets.append(
             BucketResult(t_ms, self.config.bucket_span_s, score, score, top, False, events)
         )
         first_record = len(out.records)
-        for d, agg, idx, x, p, raw, typical in hot:
-            self._records(out, d, agg, t_ms, idx, x, p, raw, typical, rscale, interim=False)
+        fscale = self.record_feature_norm.scale() if hot else rscale
+        for d, agg, idx, x, p, raw, typical, fraw in hot:
+            self._records(
+                out, d, agg, t_ms, idx, x, p, raw, typical, fraw, rscale, fscale, interim=False
+            )
         out.influencers.extend(influencer_results(out.records[first_record:], rscale))
+
+    def _bucket_score(
+        self, bscale: ScoreScale, raw: float, feature_raw: float
+    ) -> tuple[float, float]:
+        """A bucket's score and stored raw score from its discounted raw score and its
+        feature's discounted raw score (`with_feature`; a feature raw score at or below
+        NOISE_RAW scores 0 on any scale, so its scale is not worked out)."""
+        score = bscale.score_one(raw)
+        if feature_raw <= NOISE_RAW:
+            return score, raw
+        fscore = self.feature_norm.scale().score(np.array([feature_raw]))
+        scores, raws = with_feature(bscale, np.array([raw]), np.array([score]), fscore)
+        return float(scores[0]), float(raws[0])
 
     def _continued(self, b: int, top: float) -> float:
         """Bucket b's largest raw score, less its overlap with the bucket just before it."""
@@ -643,17 +691,23 @@ class Analyzer:
         p: F64,
         raw: F64,
         typical: F64,
+        fraw: F64,
         scale: ScoreScale,
+        fscale: ScoreScale,
         *,
         interim: bool,
     ) -> None:
+        """Records of the series whose raw score or feature raw score reaches RECORD_RAW,
+        each scored max(its score, FEATURE_WEIGHT * its feature's score)."""
         cfg = d.cfg
-        pick = np.flatnonzero(raw >= RECORD_RAW)
+        pick = np.flatnonzero((raw >= RECORD_RAW) | (fraw >= RECORD_RAW))
         if not len(pick):
             return
-        scores = scale.score(raw[pick])
+        scores, stored = with_feature(
+            scale, raw[pick], scale.score(raw[pick]), fscale.score(fraw[pick])
+        )
         split_values = self._split_values(d)
-        for j, score in zip(pick.tolist(), scores.tolist(), strict=True):
+        for j, score, raw_j in zip(pick.tolist(), scores.tolist(), stored.tolist(), strict=True):
             s = int(idx[j])
             pval, bval = split_values(s)
             influences = []
@@ -679,7 +733,7 @@ class Analyzer:
                     partition_field_name=cfg.partition_field_name,
                     partition_field_value=pval,
                     probability=float(p[j]),
-                    raw_score=float(raw[j]),
+                    raw_score=raw_j,
                     record_score=score,
                     initial_record_score=score,
                     actual=(float(x[j]),),

@@ -31,6 +31,13 @@ Saturday and Monday. Whether it is used is decided on two slower residual varian
 so by a Friday the weekdays that the weekly cycle does not change have made them equal
 and the weekend step came unpredicted. Models restored from snapshots taken before the
 weekly profile keep their weekly harmonics and fast test.
+
+Last, one column holds a multi-bucket feature: an exponentially weighted mean of the
+signed deviation z (clipped at FEATURE_CLIP) over about FEATURE_BUCKETS buckets, learnt
+with the bucket. Its raw score is the tail of that mean against its spread for unit noise:
+a sustained moderate rise that no single bucket makes extreme stands out in it. The job
+scores it on normalisers of its own (`Analyzer`); models restored from snapshots taken
+before it go on without it.
 """
 
 from __future__ import annotations
@@ -67,6 +74,16 @@ SHIFTS_MEMORY_DAYS = 3.0
 SHIFTS_MEMORY_DAYS) were: a series that shifts more often than that is following a pattern
 of its own. 2.5, 3 and 4 score alike on the benchmark's development folders and find 38 of
 40 missing peaks of square daily waves; at 5 the limit comes too late (docs/engine.md)."""
+
+FEATURE_COLUMNS = 1
+FEATURE_BUCKETS = 6.0
+FEATURE_CLIP = 3.0
+"""The feature is f <- f + (clip(z, +-FEATURE_CLIP) - f) / FEATURE_BUCKETS (z 0 while the
+series is too young to be scored), and its raw score heavy_tail(f / FEATURE_SD). K = 3 to 8
+and C = 2.5 to 4 score 71.5-74.0 on the benchmark's development folders, K = 6 and C = 3
+73.1 (docs/engine.md, ninth and tenth passes)."""
+FEATURE_SD = math.sqrt(1.0 / (2.0 * FEATURE_BUCKETS - 1.0))
+"""The spread of that mean for independent unit-normal z (unclipped)."""
 
 MIN_SCORED_UPDATES = 10
 CLIP_SIGMAS = 3.0
@@ -165,6 +182,7 @@ class SeriesModel:
         held: bool = True,
         week: bool = True,
         fast: bool = True,
+        feature: bool = True,
     ) -> None:
         self.bucket_span_s = bucket_span_s
         self.count_like = count_like
@@ -192,7 +210,11 @@ class SeriesModel:
         values since the shift (False: restored from a snapshot taken before that)."""
         self.v0 = self.h0 + (HELD_COLUMNS if held else 0)
         self.f0 = self.v0 + (SLOW_COLUMNS if self.wbins else 0)
-        self.columns = self.f0 + (SHIFTS_COLUMNS if self.fast else 0)
+        self.m0 = self.f0 + (SHIFTS_COLUMNS if self.fast else 0)
+        self.feature = feature
+        """False for a model restored from a snapshot taken before the multi-bucket feature:
+        its feature raw scores are all 0, so the job scores exactly as it would have."""
+        self.columns = self.m0 + (FEATURE_COLUMNS if feature else 0)
         self.shifts_decay = 1.0 - 1.0 / (SHIFTS_MEMORY_DAYS * max(self.per_day, 1.0))
         self.slow_rate = 1.0 / self.per_week
         self.state: F64 = np.zeros((0, self.columns), dtype=np.float64)
@@ -286,6 +308,36 @@ class SeriesModel:
         pred, ev, level, *_ = self._predict(s, t_s)
         return self._probability(x, pred, ev, s[:, N], self._held_offset(s, level))
 
+    def feature_raw(self, idx: I64, z: F64) -> F64:
+        """The feature's raw score if the series in idx learnt signed deviations z now,
+        without learning (interim results)."""
+        if not self.feature:
+            return np.zeros(len(idx), dtype=np.float64)
+        s = self.state[idx]
+        return self._feature_raw(self._feature_next(s, z))
+
+    def _learn_feature(self, s: F64, z: F64) -> F64:
+        """Learn the feature in the rows s (a copy of the state's) from the deviations z;
+        returns its raw scores (0 without the feature)."""
+        if not self.feature:
+            return np.zeros(len(s), dtype=np.float64)
+        f = self._feature_next(s, z)
+        s[:, self.m0] = f
+        return self._feature_raw(f)
+
+    def _feature_next(self, s: F64, z: F64) -> F64:
+        zc = np.where(s[:, N] >= MIN_SCORED_UPDATES, np.clip(z, -FEATURE_CLIP, FEATURE_CLIP), 0.0)
+        f = s[:, self.m0]
+        return f + (zc - f) / FEATURE_BUCKETS
+
+    def _feature_raw(self, f: F64) -> F64:
+        _, raw = heavy_tail(f / FEATURE_SD)
+        if self.side is Side.HIGH:
+            raw[f <= 0] = 0.0
+        elif self.side is Side.LOW:
+            raw[f >= 0] = 0.0
+        return raw
+
     def _held_offset(self, s: F64, level: F64) -> F64 | None:
         """How far the held level is below the current one, for the series holding one."""
         if not self.held:
@@ -315,13 +367,16 @@ class SeriesModel:
         typical = np.maximum(pred, 0.0) if self.count_like else pred
         return p, raw, typical, z
 
-    def step(self, idx: I64, x: F64, t_s: int) -> tuple[F64, F64, F64]:
-        """Score the bucket values of the series in idx, then learn from them."""
+    def step(self, idx: I64, x: F64, t_s: int) -> tuple[F64, F64, F64, F64]:
+        """Score the bucket values of the series in idx, then learn from them. Returns
+        probability, raw score, typical value and the feature's raw score (after this
+        bucket: it includes the bucket's own deviation, nothing later)."""
         s = self.state[idx]
         n = s[:, N]
         pred, ev, level, sd, sw, sd_sel, sw_sel = self._predict(s, t_s)
         p, raw, typical, z = self._probability(x, pred, ev, n, self._held_offset(s, level))
         before = level.copy() if self.held else level
+        f_raw = self._learn_feature(s, z)
 
         warm = n >= MIN_SCORED_UPDATES
         flagged = warm & (np.abs(z) > CLIP_SIGMAS)
@@ -372,7 +427,7 @@ class SeriesModel:
             )
         self._learn_cycles(out, n, xc - new_level, t_s, sd=sd, sd_sel=sd_sel, sw=sw, sw_sel=sw_sel)
         self.state[idx] = out
-        return p, raw, typical
+        return p, raw, typical, f_raw
 
     def _learn_cycles(
         self, out: F64, n: F64, y: F64, t_s: int, *, sd: F64, sd_sel: F64, sw: F64, sw_sel: F64

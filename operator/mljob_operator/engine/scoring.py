@@ -27,6 +27,14 @@ lasts (a burst over several buckets, a run before a level shift is learnt) is th
 reported at its first bucket, which is where an operator wants the alert, and its later
 buckets neither pile up as separate alerts nor fill the quantile history; a bucket after a
 quiet one is scored in full. The normaliser observes this value.
+
+The models' multi-bucket feature (a sustained deviation, `SeriesModel.feature_raw`) is
+scored on normalisers of its own, a bucket one with the same episode, repeat and recent
+discounts and a record one, and a bucket or record scores the larger of its own score and
+FEATURE_WEIGHT times its feature's (`with_feature`). Its stored raw score is then the main
+scale's inverse of that score (`ScoreScale.raw_for`): the initial score is exact, and a
+later renormalisation rescales it on the main scale, an approximation (the feature's own
+scale may have moved differently).
 """
 
 from __future__ import annotations
@@ -57,6 +65,10 @@ a raw score is divided by 1 + REPEAT_WEIGHT * n + RECENT_WEIGHT * n_recent: a bu
 larger than one in the last few hours is muted. On the benchmark's development folders
 67.4 -> 69.6; weights 4 to 64 and memories of 1.5 to 6 hours score 68.9-69.8
 (docs/engine.md)."""
+FEATURE_WEIGHT = 0.5
+"""A bucket or record scores max(its score, FEATURE_WEIGHT * its feature's score): a
+sustained rise that tops its feature's window reports at 50. 0.4 to 0.7 score 72.2-73.5 on
+the benchmark's development folders, 0.5 73.1 (docs/engine.md, ninth and tenth passes)."""
 EPISODE_WEIGHT = 0.25
 """A bucket right after a bucket with raw score r_prev is scored on
 raw - EPISODE_WEIGHT * min(raw, r_prev): what it adds to the episode already reported.
@@ -86,6 +98,26 @@ class ScoreScale:
 
     def score_one(self, raw: float) -> float:
         return float(self.score(np.array([raw]))[0])
+
+    def raw_for(self, score: F64) -> F64:
+        """The raw scores that this scale maps to `score` (0 for 0): the inverse of
+        `score` on (0, 100], up to its rounding."""
+        q = max(self.quantile_raw, MIN_QUANTILE_RAW)
+        top = max(self.max_raw, MIN_MAX_RAW, q * 1.01)
+        low = NOISE_RAW + np.clip(score, 0.0, 25.0) / 25.0 * (q - NOISE_RAW)
+        high = q * np.exp((np.clip(score, 25.0, 100.0) - 25.0) / 75.0 * math.log(top / q))
+        return np.asarray(np.where(score <= 0, 0.0, np.where(score <= 25.0, low, high)))
+
+
+def with_feature(scale: ScoreScale, raw: F64, score: F64, feature_score: F64) -> tuple[F64, F64]:
+    """Scores max(score, FEATURE_WEIGHT * feature_score) and the raw scores to store: `raw`
+    where the score stands, else the main scale's inverse of the feature's part (so that
+    renormalisation rescales it on the main scale)."""
+    part = np.round(FEATURE_WEIGHT * feature_score, 4)
+    wins = part > score
+    if not wins.any():
+        return score, raw
+    return np.where(wins, part, score), np.where(wins, scale.raw_for(part), raw)
 
 
 class Normaliser:

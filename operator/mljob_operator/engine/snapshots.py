@@ -8,8 +8,10 @@ header names the bins of its daily profile; a snapshot from before the profile n
 and restores its daily harmonics, so an upgraded job goes on exactly as it would have. In
 the same way a detector's header says whether its model keeps the level from before a
 shift (`held`), whether its weekly cycle is a profile of days (`week`) and whether its level
-learns fast after a shift (`fast`); a snapshot from before one of them restores a model
-without it.
+learns fast after a shift (`fast`) and whether it keeps the multi-bucket feature
+(`feature`, its last column); a snapshot from before one of them restores a model without
+it. The feature's two normalisers and last top are in the header (`fnorm`,
+`last_feature_top`); a snapshot from before them restores them empty.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ def encode(an: Analyzer, level: int = 6) -> bytes:
                 "held": d.model.held,
                 "week": d.model.week,
                 "fast": d.model.fast,
+                "feature": d.model.feature,
                 "open": [[b, agg.to_json()] for b, agg in sorted(d.open.items())],
             }
         )
@@ -77,6 +80,8 @@ def encode(an: Analyzer, level: int = 6) -> bytes:
         "quiet_run": an.quiet_run,
         "last_top": None if an.last_top is None else list(an.last_top),
         "norm": [an.bucket_norm.state(), an.record_norm.state()],
+        "last_feature_top": None if an.last_feature_top is None else list(an.last_feature_top),
+        "fnorm": [an.feature_norm.state(), an.record_feature_norm.state()],
         "applied": [[s.quantile_raw, s.max_raw] for s in an.applied],
         "detectors": detectors,
         "arrays": [],
@@ -118,6 +123,11 @@ def decode(blob: bytes, config: JobConfig) -> Analyzer:
     an.last_top = None if last_top is None else (int(last_top[0]), float(last_top[1]))
     an.bucket_norm.restore(meta["norm"][0])
     an.record_norm.restore(meta["norm"][1])
+    last_ftop = meta.get("last_feature_top")
+    an.last_feature_top = None if last_ftop is None else (int(last_ftop[0]), float(last_ftop[1]))
+    if "fnorm" in meta:
+        an.feature_norm.restore(meta["fnorm"][0])
+        an.record_feature_norm.restore(meta["fnorm"][1])
     an.applied = (ScoreScale(*meta["applied"][0]), ScoreScale(*meta["applied"][1]))
     for d, dm in zip(an.detectors, meta["detectors"], strict=True):
         kind = {
@@ -125,9 +135,11 @@ def decode(blob: bytes, config: JobConfig) -> Analyzer:
             "held": dm.get("held", False),
             "week": dm.get("week", False),
             "fast": dm.get("fast", False),
+            "feature": dm.get("feature", False),
         }
         m = d.model
-        if kind != {"bins": m.bins, "held": m.held, "week": m.week, "fast": m.fast}:
+        now = {"bins": m.bins, "held": m.held, "week": m.week, "fast": m.fast, "feature": m.feature}
+        if kind != now:
             d.model = SeriesModel(m.bucket_span_s, count_like=m.count_like, side=m.side, **kind)
         if dm["columns"] != d.model.columns:
             raise ConfigError("the bucket span does not match the model snapshot")
