@@ -52,9 +52,9 @@ from mljob_operator.watch_tolerance import install as tolerate_forbidden_watch
 log = logging.getLogger(__name__)
 
 EVENT_POSTERS = 8
-"""Kubernetes Events posted at once. kopf's default is no limit: a storm of 1,000 closes
-then opens about a hundred TLS connections to the apiserver (a handshake each, and
-256 KiB of read buffer each in asyncio, which the allocator keeps after they close)."""
+"""Kubernetes Events posted at once. kopf's default is no limit: every Event of a storm
+would be in flight at once, and take all of kopf's request turns (`kopf_session`, 16)
+from its finalizer patches; eight leave at least half of them to the patches."""
 EVENT_POSTER_IDLE_S = 0.02
 """A poster leaves its slot this soon after its object has nothing more to post (kopf's
 default, a second, would let eight posters post eight Events a second); 0 is not

@@ -82,6 +82,7 @@ async def _scenario() -> None:
             assert await call("/broken") == 500
             assert (turns.held, turns.waiting) == (0, 0)
     finally:
+        server.release.set()  # a failed check must not leave the server waiting
         await runner.cleanup()
 
 
