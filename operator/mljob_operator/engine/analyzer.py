@@ -151,6 +151,31 @@ class DetectorState:
         return idx, x
 
 
+def _continued(b: int, top: float, last: tuple[int, float] | None) -> float:
+    """Bucket b's largest raw score `top`, less its overlap with the bucket just before it
+    (`last`: the last bucket finalised and its largest raw score)."""
+    return continued(top, last[1] if last is not None and last[0] == b - 1 else 0.0)
+
+
+def _observed(
+    b: int,
+    t_ms: int,
+    raws: list[F64],
+    last: tuple[int, float] | None,
+    bucket_norm: Normaliser,
+    record_norm: Normaliser,
+) -> tuple[float, tuple[int, float]]:
+    """Bucket b's raw scores (one array a detector) observed on a pair of normalisers: the
+    bucket's discounted episode value, and (b, its largest raw score) for the next bucket."""
+    every = np.concatenate(raws) if raws else np.zeros(0, dtype=np.float64)
+    top = float(every.max()) if len(every) else 0.0
+    episode = _continued(b, top, last)
+    discounted = bucket_norm.discounted(episode)
+    bucket_norm.observe(t_ms, np.array([episode]))
+    record_norm.observe(t_ms, every)
+    return discounted, (b, top)
+
+
 class Analyzer:
     def __init__(self, config: JobConfig) -> None:
         self.config = config
@@ -488,11 +513,12 @@ class Analyzer:
                 fraws.append(fraw)
                 hot.append((d, agg, idx, x, p, raw, typical, fraw))
             top = self.bucket_norm.discounted(
-                self._continued(b, float(max((r.max() for r in raws if len(r)), default=0.0)))
+                _continued(
+                    b, float(max((r.max() for r in raws if len(r)), default=0.0)), self.last_top
+                )
             )
             ftop = float(max((r.max() for r in fraws if len(r)), default=0.0))
-            last = self.last_feature_top
-            fepisode = continued(ftop, last[1] if last is not None and last[0] == b - 1 else 0.0)
+            fepisode = _continued(b, ftop, self.last_feature_top)
             score, top = self._bucket_score(bscale, top, self.feature_norm.discounted(fepisode))
             out.buckets.append(
                 BucketResult(
@@ -581,21 +607,12 @@ class Analyzer:
             fraws.append(fraw)
             if (raw >= RECORD_RAW).any() or (fraw >= RECORD_RAW).any():
                 hot.append((d, agg, idx, x, p, raw, typical, fraw))
-        every = np.concatenate(raws) if raws else np.zeros(0, dtype=np.float64)
-        top = float(every.max()) if len(every) else 0.0
-        episode = self._continued(b, top)
-        self.last_top = (b, top)
-        discounted = self.bucket_norm.discounted(episode)
-        self.bucket_norm.observe(t_ms, np.array([episode]))
-        self.record_norm.observe(t_ms, every)
-        f_every = np.concatenate(fraws) if fraws else np.zeros(0, dtype=np.float64)
-        ftop = float(f_every.max()) if len(f_every) else 0.0
-        last = self.last_feature_top
-        fepisode = continued(ftop, last[1] if last is not None and last[0] == b - 1 else 0.0)
-        self.last_feature_top = (b, ftop)
-        fdiscounted = self.feature_norm.discounted(fepisode)
-        self.feature_norm.observe(t_ms, np.array([fepisode]))
-        self.record_feature_norm.observe(t_ms, f_every)
+        discounted, self.last_top = _observed(
+            b, t_ms, raws, self.last_top, self.bucket_norm, self.record_norm
+        )
+        fdiscounted, self.last_feature_top = _observed(
+            b, t_ms, fraws, self.last_feature_top, self.feature_norm, self.record_feature_norm
+        )
         bscale, rscale = self.bucket_norm.scale(), self.record_norm.scale()
         score, top = self._bucket_score(bscale, discounted, fdiscounted)
         out.buckets.append(
@@ -621,11 +638,6 @@ class Analyzer:
         fscore = self.feature_norm.scale().score(np.array([feature_raw]))
         scores, raws = with_feature(bscale, np.array([raw]), np.array([score]), fscore)
         return float(scores[0]), float(raws[0])
-
-    def _continued(self, b: int, top: float) -> float:
-        """Bucket b's largest raw score, less its overlap with the bucket just before it."""
-        last = self.last_top
-        return continued(top, last[1] if last is not None and last[0] == b - 1 else 0.0)
 
     def _plot(
         self,
