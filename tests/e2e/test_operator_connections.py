@@ -24,7 +24,7 @@ from devtools.operatorproc import OperatorProcess
 from mljob_operator.api import GROUP, PLURAL, VERSION
 from mljob_operator.kopf_session import MAX_IN_FLIGHT
 from mljob_operator.kube import KUBE_THREADS, REVIEW_THREADS
-from tests.e2e.jobs import mljob
+from tests.e2e.jobs import mljob, wait_for
 
 JOBS = 200
 CLIENTS = 8
@@ -55,13 +55,11 @@ def apiserver_connections(pid: int, port: int) -> int:
 
 
 def until_all(custom: Any, namespace: str, done: Callable[[dict[str, Any]], bool]) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while True:
+    def all_done() -> bool:
         items = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]
-        if len(items) == JOBS and all(done(item.get("status") or {}) for item in items):
-            return
-        assert time.monotonic() < deadline, "the burst's jobs did not all get there"
-        time.sleep(0.2)
+        return len(items) == JOBS and all(done(item.get("status") or {}) for item in items)
+
+    wait_for(all_done, "the burst's jobs all to get there", DEADLINE_S)
 
 
 def test_a_burst_keeps_the_operators_connections_bounded(

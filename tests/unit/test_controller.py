@@ -27,6 +27,7 @@ from mljob_operator.kube import KubeError
 from mljob_operator.runtime import JobRuntime
 from mljob_operator.settings import OperatorSettings
 from mljob_operator.store import open_store
+from tests.unit.polling import until
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
 SPEC: dict[str, Any] = {
@@ -144,14 +145,6 @@ def run(test: Callable[[], Coroutine[Any, Any, None]]) -> None:
 def data(minutes: int) -> bytes:
     start = int(T0.timestamp())
     return b"\n".join(orjson.dumps({"time": start + 30 * i}) for i in range(2 * minutes))
-
-
-async def until(predicate: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 def test_open_then_close_runs_every_step_and_says_so(tmp_path: Path) -> None:

@@ -6,7 +6,6 @@ loopback, fake clocks."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,10 @@ from mljob_operator.datafeed_supervisor import (
 from mljob_operator.faults import FaultInjector
 from mljob_operator.runtime import JobRuntime
 from mljob_operator.store import open_store
+from tests.unit.polling import until
 from tests.unit.test_datafeed_runner import END, T0, records, source
+
+FEED_WAIT_S = 20.0
 
 ANALYSIS = {"bucketSpan": "1m", "detectors": [{"function": "count"}]}
 
@@ -88,14 +90,6 @@ class Harness:
         self.errors.append(message)
 
 
-async def until(predicate: Callable[[], bool], what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + 20
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
 def test_a_running_feed_posts_into_the_job_until_its_end(tmp_path: Path) -> None:
     async def test() -> None:
         h = Harness(tmp_path)
@@ -115,6 +109,7 @@ def test_a_running_feed_posts_into_the_job_until_its_end(tmp_path: Path) -> None
                     and not h.supervisor.running
                 ),
                 "the feed to reach its end",
+                FEED_WAIT_S,
             )
             status = h.supervisor.status(recorded)
             assert status is not None
@@ -141,7 +136,7 @@ def test_a_job_that_stopped_taking_data_ends_the_feed_without_an_error(tmp_path:
             job_spec = spec({"http": {"url": url}, "start": at(T0), "end": at(END)})
             await h.runtime.load("ns/j", job_spec, accepting=False)
             await h.supervisor.sync(job_spec, run=True, recorded=None)
-            await until(lambda: not h.supervisor.running, "the feed to stop")
+            await until(lambda: not h.supervisor.running, "the feed to stop", FEED_WAIT_S)
             assert h.errors == []
             assert h.supervisor.progress is not None
             assert h.supervisor.progress.records == 0

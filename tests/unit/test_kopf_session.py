@@ -5,8 +5,6 @@ a request cancelled while it waits, or one that fails, leaves every turn to the 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 
 import aiohttp
 import kopf
@@ -14,6 +12,7 @@ from aiohttp import web
 
 from devtools.processes import free_port
 from mljob_operator.kopf_session import RequestTurns, session_for
+from tests.unit.polling import until
 
 LIMIT = 3
 
@@ -40,13 +39,6 @@ class Server:
         finally:
             self.in_flight -= 1
         return web.Response(text="{}")
-
-
-async def until(done: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not done():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
 
 
 async def _scenario() -> None:
